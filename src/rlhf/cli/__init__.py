@@ -1,0 +1,10 @@
+"""`rlhf` command line: one thin command per pipeline stage, each calling the library."""
+
+from __future__ import annotations
+
+from rlhf.cli.app import app, main
+
+# Each module registers its stage's commands on `app`.
+from rlhf.cli import generate, feedback, reward, ppo, evaluate, demo  # noqa: E402,F401
+
+__all__ = ["app", "main"]

@@ -1,0 +1,235 @@
+"""Batched sampling with the KV cache, and `rlhf generate` on top of it.
+
+`sample` is shared by `rlhf generate` and PPO rollouts. Prompts are left-padded, position ids
+come from the attention mask (so padding never shifts RoPE positions), and the response mask is
+built from where each row first emits EOS: with SmolLM2 the pad and EOS tokens are the same id,
+so masks must never be derived from `ids == pad_id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from rlhf.types import Generation, Prompt
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    max_new_tokens: int = 64
+    """Upper bound on generated tokens per completion."""
+    temperature: float = 1.0
+    """Softmax temperature; 0 means greedy decoding."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest token set whose probability reaches top_p."""
+    top_k: int = 0
+    """Keep only the k most likely tokens (0 = off)."""
+
+
+@dataclass
+class SampleOutput:
+    """Prompt + response token ids; prompts left-padded to P, responses right-padded to T."""
+
+    sequences: torch.Tensor  # (B, P+T) long
+    attention_mask: torch.Tensor  # (B, P+T) long: 1 on real prompt tokens and on response tokens
+    response_mask: torch.Tensor  # (B, T) float: 1 up to and including the first EOS
+    finished: torch.Tensor  # (B,) bool: the row emitted EOS
+    prompt_len: int  # P
+
+    @property
+    def responses(self) -> torch.Tensor:  # (B, T)
+        return self.sequences[:, self.prompt_len :]
+
+    @property
+    def response_lengths(self) -> torch.Tensor:  # (B,)
+        return self.response_mask.sum(-1).long()
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding: (B, L) mask -> (B, L) positions starting at 0."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Top-k then nucleus filtering of (B, V) logits; removed entries become -inf."""
+    if top_k > 0 and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, idx = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
+    return logits
+
+
+@torch.inference_mode()
+def sample(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    cfg: SamplingConfig,
+    eos_token_ids: Sequence[int],
+    pad_token_id: int,
+    generator: torch.Generator | None = None,
+) -> SampleOutput:
+    """Sample continuations for a left-padded (B, P) batch, reusing the KV cache each step."""
+    B, P = input_ids.shape
+    device = input_ids.device
+    eos = torch.tensor(list(eos_token_ids), device=device)
+    attn = attention_mask.long()
+    pos = position_ids_from_mask(attn)
+    out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+    past = out.past_key_values
+    next_pos = pos[:, -1:] + 1  # (B, 1)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    tokens, masks = [], []
+    logits = out.logits[:, -1, :]
+    for step in range(cfg.max_new_tokens):
+        logits = logits.float()
+        if cfg.temperature <= 0:
+            tok = logits.argmax(-1)
+        else:
+            probs = filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
+            tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        alive = ~finished
+        tok = torch.where(alive, tok, torch.full_like(tok, pad_token_id))
+        tokens.append(tok)
+        masks.append(alive)
+        finished = finished | (alive & torch.isin(tok, eos))
+        if bool(finished.all()) or step == cfg.max_new_tokens - 1:
+            break
+        attn = torch.cat([attn, alive.long().unsqueeze(-1)], dim=-1)
+        out = model(
+            input_ids=tok.unsqueeze(-1), attention_mask=attn, position_ids=next_pos,
+            past_key_values=past, use_cache=True,
+        )
+        past, next_pos, logits = out.past_key_values, next_pos + 1, out.logits[:, -1, :]
+    responses = torch.stack(tokens, dim=1)  # (B, T)
+    response_mask = torch.stack(masks, dim=1)  # (B, T)
+    return SampleOutput(
+        sequences=torch.cat([input_ids, responses], dim=1),
+        attention_mask=torch.cat([attention_mask.long(), response_mask.long()], dim=1),
+        response_mask=response_mask.float(),
+        finished=finished,
+        prompt_len=P,
+    )
+
+
+def eos_ids(tokenizer, model=None) -> list[int]:
+    """All ids that end a turn: the tokenizer's EOS plus the generation config's."""
+    ids = {tokenizer.eos_token_id}
+    gen = getattr(model, "generation_config", None)
+    extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if isinstance(extra, int):
+        ids.add(extra)
+    elif isinstance(extra, (list, tuple)):
+        ids.update(extra)
+    return sorted(i for i in ids if i is not None)
+
+
+def format_prompt(tokenizer, text: str, system: str | None = None) -> str:
+    """Wrap a user prompt in the model's chat template (plain text if it has none)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return text
+    msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompts(tokenizer, texts: Sequence[str], max_prompt_tokens: int, system: str | None = None):
+    """Chat-format and left-pad prompts -> (input_ids, attention_mask), keeping each prompt's tail."""
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    enc = tokenizer(
+        [format_prompt(tokenizer, t, system) for t in texts],
+        return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens,
+        add_special_tokens=not templated,
+    )
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def decode_responses(tokenizer, out: SampleOutput) -> list[str]:
+    lens = out.response_lengths.tolist()
+    return [
+        tokenizer.decode(row[: n].tolist(), skip_special_tokens=True).strip()
+        for row, n in zip(out.responses, lens)
+    ]
+
+
+def _seed_for(seed: int, ids: Iterable[str]) -> int:
+    # Per-batch seed from the prompt ids, so a resumed run samples what the full run would have.
+    h = hashlib.sha256((f"{seed}:" + "|".join(ids)).encode()).digest()
+    return int.from_bytes(h[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@dataclass
+class GenerationStats:
+    prompts: int = 0
+    completions: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def generate_completions(
+    model,
+    tokenizer,
+    prompts: Sequence[Prompt],
+    sampling: SamplingConfig,
+    num_completions: int = 4,
+    batch_size: int = 16,
+    seed: int = 0,
+    max_prompt_tokens: int = 512,
+    system: str | None = None,
+    on_batch: Callable[[list[Generation], GenerationStats], None] | None = None,
+) -> GenerationStats:
+    """Sample `num_completions` per prompt in length-sorted batches; `on_batch` receives each batch's records."""
+    stats = GenerationStats()
+    per_batch = max(1, batch_size // num_completions)
+    lengths = [len(tokenizer(format_prompt(tokenizer, p.prompt, system), add_special_tokens=False)["input_ids"]) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    eos, pad = eos_ids(tokenizer, model), tokenizer.pad_token_id
+    for start in range(0, len(order), per_batch):
+        batch = [prompts[i] for i in order[start : start + per_batch]]
+        texts = [p.prompt for p in batch for _ in range(num_completions)]
+        ids, mask = encode_prompts(tokenizer, texts, max_prompt_tokens, system)
+        gen = torch.Generator().manual_seed(_seed_for(seed, [p.id for p in batch]))
+        t0 = time.perf_counter()
+        out = sample(model, ids, mask, sampling, eos, pad, gen)
+        stats.seconds += time.perf_counter() - t0
+        stats.tokens += int(out.response_mask.sum())
+        texts_out = decode_responses(tokenizer, out)
+        lens = out.response_lengths.tolist()
+        records = []
+        for j, p in enumerate(batch):
+            sl = slice(j * num_completions, (j + 1) * num_completions)
+            meta = dict(p.metadata) | {
+                "num_tokens": lens[sl],
+                "finished": out.finished[sl].tolist(),
+            }
+            records.append(Generation(p.id, p.prompt, tuple(texts_out[sl]), meta))
+        stats.prompts += len(batch)
+        stats.completions += len(batch) * num_completions
+        if on_batch is not None:
+            on_batch(records, stats)
+    return stats
+
+
+def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probs of the taken tokens: (B, T, V) logits, (B, T) ids -> (B, T).
+
+    Divides by the sampling temperature so the ratio matches the distribution actually sampled from.
+    """
+    logits = logits.float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    return torch.gather(F.log_softmax(logits, dim=-1), -1, responses.unsqueeze(-1)).squeeze(-1)
