@@ -38,7 +38,7 @@ class GenerateConfig:
     batch_size: int = 32
     """Sequences per forward pass (prompts per batch = batch_size // num_completions)."""
     seed: int = 0
-    """Random seed; each batch derives its own seed from it and the prompt ids, so resuming is exact."""
+    """Random seed; each batch derives its seed from it and its prompt ids."""
     max_prompt_tokens: int = 512
     """Prompts longer than this keep their last tokens."""
     system_prompt: str | None = None

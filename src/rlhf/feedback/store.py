@@ -1,0 +1,361 @@
+"""Repository functions: the only module that queries the feedback store. Each takes a Session;
+the caller owns the transaction (one submission = one `Database.session()` block).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from rlhf.feedback.rankings import InvalidJudgement, normalize_ranking, normalize_thumbs
+from rlhf.feedback.tables import MODES, Assignment, Completion, Exclusion, Item, Judgement, Labeler, Project, utcnow
+from rlhf.types import Generation
+
+
+class NotFound(LookupError):
+    """No such object, or it belongs to someone else (we do not say which)."""
+
+
+class Conflict(ValueError):
+    """The request clashes with stored state (e.g. a different judgement already recorded)."""
+
+
+# --------------------------------------------------------------------------- projects and items
+
+
+def create_project(
+    s: Session, name: str, criterion: str, instructions: str = "", mode: str = "rank", labelers_per_item: int = 3
+) -> Project:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if labelers_per_item < 1:
+        raise ValueError("labelers_per_item must be >= 1")
+    if s.scalar(select(Project.id).where(Project.name == name)) is not None:
+        raise Conflict(f"project {name!r} already exists")
+    p = Project(name=name, criterion=criterion, instructions=instructions, mode=mode, labelers_per_item=labelers_per_item)
+    s.add(p)
+    s.flush()
+    return p
+
+
+def get_project(s: Session, ref: int | str) -> Project:
+    """A project by id or name."""
+    cond = Project.id == ref if isinstance(ref, int) else Project.name == ref
+    p = s.scalar(select(Project).where(cond))
+    if p is None:
+        raise NotFound(f"no project {ref!r}")
+    return p
+
+
+def list_projects(s: Session) -> list[Project]:
+    return list(s.scalars(select(Project).order_by(Project.id)))
+
+
+def add_items(s: Session, project: Project, generations: Iterable[Generation]) -> tuple[int, int]:
+    """Add generations as items; ids already in the project are skipped. Returns (added, skipped)."""
+    known = set(s.scalars(select(Item.external_id).where(Item.project_id == project.id)))
+    added = skipped = 0
+    for g in generations:
+        if g.id in known:
+            skipped += 1
+            continue
+        known.add(g.id)
+        item = Item(project_id=project.id, external_id=g.id, prompt=g.prompt, meta=dict(g.metadata))
+        item.completions = [Completion(position=i, text=t) for i, t in enumerate(g.completions)]
+        s.add(item)
+        added += 1
+    s.flush()
+    return added, skipped
+
+
+# --------------------------------------------------------------------------- labelers
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_labeler(s: Session, name: str) -> tuple[Labeler, str]:
+    """A new labeler and its login token (returned once; only its hash is stored)."""
+    name = name.strip()
+    if not name:
+        raise ValueError("labeler name must not be empty")
+    if s.scalar(select(Labeler.id).where(Labeler.name == name)) is not None:
+        raise Conflict(f"labeler {name!r} already exists")
+    token = "rlhf_" + secrets.token_urlsafe(24)
+    lab = Labeler(name=name, token_hash=hash_token(token))
+    s.add(lab)
+    s.flush()
+    return lab, token
+
+
+def labeler_by_token(s: Session, token: str) -> Labeler | None:
+    return s.scalar(select(Labeler).where(Labeler.token_hash == hash_token(token), Labeler.active.is_(True)))
+
+
+def get_labeler(s: Session, ref: int | str) -> Labeler:
+    cond = Labeler.id == ref if isinstance(ref, int) else Labeler.name == ref
+    lab = s.scalar(select(Labeler).where(cond))
+    if lab is None:
+        raise NotFound(f"no labeler {ref!r}")
+    return lab
+
+
+def list_labelers(s: Session) -> list[Labeler]:
+    return list(s.scalars(select(Labeler).order_by(Labeler.id)))
+
+
+def set_excluded(s: Session, project: Project, labeler: Labeler, excluded: bool, reason: str = "") -> None:
+    row = s.get(Exclusion, (project.id, labeler.id))
+    if excluded and row is None:
+        s.add(Exclusion(project_id=project.id, labeler_id=labeler.id, reason=reason))
+    elif not excluded and row is not None:
+        s.delete(row)
+    s.flush()
+
+
+def excluded_labelers(s: Session, project: Project) -> dict[str, str]:
+    """Excluded labelers' names -> reason."""
+    rows = s.execute(
+        select(Labeler.name, Exclusion.reason).join(Exclusion, Exclusion.labeler_id == Labeler.id)
+        .where(Exclusion.project_id == project.id)
+    )
+    return {name: reason for name, reason in rows}
+
+
+# --------------------------------------------------------------------------- assignments
+
+
+def next_assignment(s: Session, labeler: Labeler, project: Project) -> Assignment | None:
+    """The labeler's open assignment in `project`, else a newly claimed one, else None (nothing left).
+
+    Items that already have some labelers come first, so items complete early. A slot is claimed with a
+    conditional UPDATE (n_assigned < k), so concurrent claims never exceed k; the unique (item, labeler)
+    constraint makes a second assignment of the same item to the same labeler impossible.
+    """
+    pending = s.scalar(
+        select(Assignment).where(
+            Assignment.labeler_id == labeler.id, Assignment.project_id == project.id, Assignment.status == "pending"
+        ).order_by(Assignment.id).limit(1)
+    )
+    if pending is not None:
+        return pending
+    k = project.labelers_per_item
+    mine = exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == labeler.id)
+    while True:
+        candidates = s.scalars(
+            select(Item.id).where(Item.project_id == project.id, Item.n_assigned < k, ~mine)
+            .order_by(Item.n_assigned.desc(), Item.id).limit(16)
+        ).all()
+        if not candidates:
+            return None
+        for item_id in candidates:
+            try:
+                with s.begin_nested():
+                    claimed = s.execute(
+                        update(Item).where(Item.id == item_id, Item.n_assigned < k)
+                        .values(n_assigned=Item.n_assigned + 1)
+                    ).rowcount
+                    if claimed != 1:
+                        continue
+                    a = Assignment(project_id=project.id, item_id=item_id, labeler_id=labeler.id)
+                    s.add(a)
+            except IntegrityError:  # this labeler claimed the item in a concurrent request
+                continue
+            return a
+
+
+def get_assignment(s: Session, labeler: Labeler, assignment_id: int) -> Assignment:
+    """The labeler's own assignment with its item and completions; another's raises NotFound."""
+    a = s.scalar(
+        select(Assignment).where(Assignment.id == assignment_id)
+        .options(selectinload(Assignment.item).selectinload(Item.completions))
+    )
+    if a is None or a.labeler_id != labeler.id:
+        raise NotFound(f"no assignment {assignment_id} for this labeler")
+    return a
+
+
+@dataclass(frozen=True)
+class JudgementInput:
+    """A submission: exactly one of ranking (completion ids, tiers best first), thumbs or flag_reason."""
+
+    ranking: Sequence[int | Sequence[int]] | None = None
+    thumbs: dict[int, int] | None = None
+    flag_reason: str | None = None
+    seconds: float | None = None
+
+
+def _validate(project: Project, item: Item, j: JudgementInput) -> dict:
+    ids = [c.id for c in item.completions]
+    given = [name for name in ("ranking", "thumbs", "flag_reason") if getattr(j, name) is not None]
+    if len(given) != 1:
+        raise InvalidJudgement(f"send exactly one of ranking, thumbs or flag_reason (got {given or 'none'})")
+    if j.flag_reason is not None:
+        reason = j.flag_reason.strip()
+        if not reason:
+            raise InvalidJudgement("flagging an item needs a reason")
+        return {"kind": "flag", "flag_reason": reason}
+    if j.ranking is not None:
+        if project.mode != "rank":
+            raise InvalidJudgement("this project collects thumbs up/down, not rankings")
+        return {"kind": "rank", "ranking": [list(t) for t in normalize_ranking(j.ranking, ids)]}
+    if project.mode != "thumbs":
+        raise InvalidJudgement("this project collects rankings, not thumbs up/down")
+    return {"kind": "thumbs", "thumbs": list(normalize_thumbs(j.thumbs or {}, ids))}
+
+
+def submit_judgement(s: Session, labeler: Labeler, assignment_id: int, j: JudgementInput) -> tuple[Judgement, bool]:
+    """Record a judgement for the labeler's own assignment. Returns (judgement, created).
+
+    Resending the same judgement (a retry) returns the stored one with created=False; a different
+    judgement for a finished assignment raises Conflict. Invalid input raises InvalidJudgement.
+    """
+    a = s.scalar(
+        select(Assignment).where(Assignment.id == assignment_id).with_for_update()
+        .options(selectinload(Assignment.item).selectinload(Item.completions))
+    )
+    if a is None or a.labeler_id != labeler.id:
+        raise NotFound(f"no assignment {assignment_id} for this labeler")
+    project = s.get(Project, a.project_id)
+    fields = _validate(project, a.item, j)
+    old = s.scalar(select(Judgement).where(Judgement.assignment_id == a.id))
+    if old is not None:
+        if all(getattr(old, key) == value for key, value in fields.items()):
+            return old, False
+        raise Conflict(f"assignment {assignment_id} already has a different judgement")
+    judgement = Judgement(assignment_id=a.id, seconds=j.seconds, **fields)
+    s.add(judgement)
+    a.status = "done"
+    a.completed_at = utcnow()
+    s.flush()
+    return judgement, True
+
+
+# --------------------------------------------------------------------------- progress and reading out
+
+
+@dataclass(frozen=True)
+class LabelerProgress:
+    labeler_id: int
+    name: str
+    done: int
+    pending: int
+    flagged_items: int
+    remaining: int
+    """Items this labeler could still be given (a free slot and not seen by them)."""
+
+
+@dataclass(frozen=True)
+class ProjectProgress:
+    items: int
+    slots: int
+    """items x k: judgements the project needs."""
+    judgements: int
+    complete_items: int
+    """Items with k judgements."""
+    flagged: int
+
+
+def project_progress(s: Session, project: Project) -> ProjectProgress:
+    items = s.scalar(select(func.count()).select_from(Item).where(Item.project_id == project.id)) or 0
+    done = (
+        select(Assignment.item_id, func.count().label("n")).where(
+            Assignment.project_id == project.id, Assignment.status == "done"
+        ).group_by(Assignment.item_id).subquery()
+    )
+    judgements = s.scalar(select(func.coalesce(func.sum(done.c.n), 0))) or 0
+    complete = s.scalar(select(func.count()).select_from(done).where(done.c.n >= project.labelers_per_item)) or 0
+    flagged = s.scalar(
+        select(func.count()).select_from(Judgement).join(Assignment)
+        .where(Assignment.project_id == project.id, Judgement.kind == "flag")
+    ) or 0
+    return ProjectProgress(items, items * project.labelers_per_item, judgements, complete, flagged)
+
+
+def remaining_for(s: Session, labeler_id: int, project: Project) -> int:
+    mine = exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == labeler_id)
+    return s.scalar(
+        select(func.count()).select_from(Item)
+        .where(Item.project_id == project.id, Item.n_assigned < project.labelers_per_item, ~mine)
+    ) or 0
+
+
+def labeler_progress(s: Session, project: Project, labelers: Sequence[Labeler] | None = None) -> list[LabelerProgress]:
+    """Per-labeler counts in `project` (all labelers by default)."""
+    labelers = list_labelers(s) if labelers is None else labelers
+    rows = s.execute(
+        select(
+            Assignment.labeler_id,
+            func.sum(case((Assignment.status == "done", 1), else_=0)),
+            func.sum(case((Assignment.status == "pending", 1), else_=0)),
+            func.sum(case((Judgement.kind == "flag", 1), else_=0)),
+        ).outerjoin(Judgement, Judgement.assignment_id == Assignment.id)
+        .where(Assignment.project_id == project.id).group_by(Assignment.labeler_id)
+    )
+    counts = {lid: (int(d or 0), int(p or 0), int(f or 0)) for lid, d, p, f in rows}
+    out = []
+    for lab in labelers:
+        d, p, f = counts.get(lab.id, (0, 0, 0))
+        out.append(LabelerProgress(lab.id, lab.name, d, p, f, remaining_for(s, lab.id, project) + p))
+    return out
+
+
+@dataclass(frozen=True)
+class JudgementRow:
+    item_id: int
+    external_id: str
+    labeler: str
+    kind: str
+    n: int
+    ranking: tuple[tuple[int, ...], ...] | None
+    thumbs: tuple[int, ...] | None
+    flag_reason: str | None
+
+
+def project_judgements(s: Session, project: Project) -> list[JudgementRow]:
+    """Every judgement in the project, in a stable order (item, labeler)."""
+    n_comp = (
+        select(Completion.item_id, func.count().label("n")).group_by(Completion.item_id).subquery()
+    )
+    rows = s.execute(
+        select(Item.id, Item.external_id, Labeler.name, Judgement.kind, n_comp.c.n,
+               Judgement.ranking, Judgement.thumbs, Judgement.flag_reason)
+        .select_from(Judgement).join(Assignment, Judgement.assignment_id == Assignment.id)
+        .join(Item, Assignment.item_id == Item.id).join(Labeler, Assignment.labeler_id == Labeler.id)
+        .join(n_comp, n_comp.c.item_id == Item.id)
+        .where(Assignment.project_id == project.id).order_by(Item.id, Labeler.name)
+    )
+    return [
+        JudgementRow(iid, ext, name, kind, n, tuple(tuple(t) for t in rk) if rk else None,
+                     tuple(th) if th else None, reason)
+        for iid, ext, name, kind, n, rk, th, reason in rows
+    ]
+
+
+def items_with_completions(s: Session, item_ids: Iterable[int]) -> dict[int, Item]:
+    ids = list(item_ids)
+    rows = s.scalars(select(Item).where(Item.id.in_(ids)).options(selectinload(Item.completions))) if ids else []
+    return {it.id: it for it in rows}
+
+
+def count_rows(s: Session) -> dict[str, int]:
+    """Row counts per table (for tests and the admin overview)."""
+    tables = {"projects": Project, "items": Item, "completions": Completion, "labelers": Labeler,
+              "assignments": Assignment, "judgements": Judgement, "exclusions": Exclusion}
+    return {name: s.scalar(select(func.count()).select_from(t)) or 0 for name, t in tables.items()}
+
+
+def done_assignments_without_judgement(s: Session) -> int:
+    """Consistency check: assignments marked done that have no judgement (must be 0)."""
+    return s.scalar(
+        select(func.count()).select_from(Assignment).where(
+            Assignment.status == "done", ~exists().where(and_(Judgement.assignment_id == Assignment.id))
+        )
+    ) or 0

@@ -1,0 +1,76 @@
+"""LoRA adapters via peft: wrap a causal LM, save/load the adapter in the standard peft format.
+
+With LoRA the reference policy costs nothing: it is the same base model with the adapter disabled
+(`PeftModel.disable_adapter()`), see `rlhf.models.reference`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    enabled: bool = True
+    """Train a LoRA adapter (true) or all the policy's weights (false)."""
+    r: int = 16
+    """Rank of the low-rank update."""
+    alpha: float = 32.0
+    """LoRA scaling numerator: the update is scaled by alpha / r."""
+    dropout: float = 0.0
+    """Dropout on the adapter input; PPO keeps it 0 so old/new log-probs agree exactly."""
+    target_modules: tuple[str, ...] = ("all-linear",)
+    """Module names to adapt (e.g. q_proj,v_proj), or `all-linear` for every linear layer but the LM head."""
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError("lora.r must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("lora.dropout must be in [0, 1)")
+
+
+def apply_lora(model: torch.nn.Module, cfg: LoraSettings) -> torch.nn.Module:
+    """Wrap `model` in a peft LoRA `PeftModel`; only the adapter weights stay trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = "all-linear" if tuple(cfg.target_modules) == ("all-linear",) else list(cfg.target_modules)
+    peft_cfg = LoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
+        bias="none", task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, peft_cfg)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in peft_model.parameters())
+    log.info("LoRA r=%d on %s: %d trainable of %d parameters", cfg.r, targets, trainable, total)
+    return peft_model
+
+
+def is_peft(model: torch.nn.Module) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def save_adapter(model: torch.nn.Module, path: str | Path, tokenizer=None) -> Path:
+    """Write the adapter (adapter_config.json + adapter_model.safetensors), plus the tokenizer if given."""
+    path = Path(path)
+    model.save_pretrained(path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return path
+
+
+def load_adapter(base: torch.nn.Module, path: str | Path, merge: bool = False, trainable: bool = False):
+    """Attach a saved adapter to `base`; `merge=True` folds it into the weights (plain transformers model)."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
+    if merge:
+        model = model.merge_and_unload()
+    return model.eval()

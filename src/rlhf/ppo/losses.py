@@ -1,0 +1,133 @@
+"""PPO's pure maths: masked statistics, log-probs, entropy, KL estimators, clipped losses.
+
+Shapes: B sequences, T response positions, V vocabulary. `mask` is (B, T) float, 1 on real
+response tokens. All functions are pure (no module state) and unit-tested against hand values.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+
+KLEstimator = Literal["k1", "k2", "k3"]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of x over positions where mask is 1 (all dims, or along `dim`)."""
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Variance over masked positions (Bessel-corrected by default)."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    n = mask.sum()
+    if unbiased and n > 1:
+        var = var * n / (n - 1)
+    return var
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / std over masked positions; `shift_mean=False` adds the mean back (scale only)."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log pi(token): (B, T, V) logits, (B, T) ids -> (B, T).
+
+    Divides by the sampling temperature so ratios/KL are taken under the distribution actually
+    sampled from; gather - logsumexp avoids materialising a (B, T, V) log-softmax.
+    """
+    logits = logits.float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of the next-token distribution: (B, T, V) -> (B, T); H = logsumexp(z) - sum softmax(z) z."""
+    logits = logits.float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    return torch.logsumexp(logits, dim=-1) - (logits.softmax(-1) * logits).sum(-1)
+
+
+def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: KLEstimator = "k1") -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from sampled tokens: (B, T) -> (B, T).
+
+    Schulman, "Approximating KL divergence" (2020): with log r = ref - logp,
+    k1 = -log r (unbiased, high variance), k2 = (log r)^2 / 2 (biased, low variance),
+    k3 = (r - 1) - log r (unbiased, low variance, always >= 0).
+    """
+    log_ratio = ref_logprobs - logprobs
+    if estimator == "k1":
+        return -log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio**2
+    if estimator == "k3":
+        return torch.expm1(log_ratio) - log_ratio
+    raise ValueError(f"unknown KL estimator {estimator!r}; use k1, k2 or k3")
+
+
+class PolicyLoss(NamedTuple):
+    loss: torch.Tensor  # () scalar
+    clipfrac: torch.Tensor  # () share of tokens where the clipped term was active
+    approx_kl: torch.Tensor  # () 0.5 * E[(log pi - log pi_old)^2], the old->new policy drift
+    ratio: torch.Tensor  # (B, T) pi / pi_old
+
+
+def ppo_policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_range: float
+) -> PolicyLoss:
+    """PPO-clip (Schulman et al. 2017): E[max(-A r, -A clip(r, 1-eps, 1+eps))] over tokens, all (B, T)."""
+    log_ratio = logprobs - old_logprobs  # (B, T)
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        clipfrac = masked_mean((clipped > unclipped).float(), mask)
+        approx_kl = 0.5 * masked_mean(log_ratio**2, mask)
+    return PolicyLoss(loss, clipfrac, approx_kl, ratio.detach())
+
+
+class ValueLoss(NamedTuple):
+    loss: torch.Tensor  # ()
+    clipfrac: torch.Tensor  # () share of tokens where the clipped error was the larger
+
+
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip_range: float
+) -> ValueLoss:
+    """0.5 * E[max((V - R)^2, (V_clip - R)^2)], V_clip = V_old + clip(V - V_old, +-eps); all (B, T)."""
+    v_clipped = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    err = (values - returns) ** 2
+    err_clipped = (v_clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(err, err_clipped), mask)
+    with torch.no_grad():
+        clipfrac = masked_mean((err_clipped > err).float(), mask)
+    return ValueLoss(loss, clipfrac)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """1 - Var(R - V) / Var(R) over masked tokens: 1 is a perfect critic, 0 predicts the mean."""
+    var_r = masked_var(returns, mask)
+    return 1.0 - masked_var(returns - values, mask) / var_r.clamp(min=1e-8)
+
+
+def shaped_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per-token reward (Ziegler et al. 2019): -beta * KL_t everywhere, plus the score at the last real token.
+
+    scores (B,), kl (B, T), mask (B, T) -> (B, T). Responses are right-padded, so the last real
+    token is at index len - 1.
+    """
+    rewards = -beta * kl * mask  # (B, T)
+    last = (mask.sum(-1).long() - 1).clamp(min=0)  # (B,)
+    return rewards.scatter_add(1, last.unsqueeze(-1), scores.unsqueeze(-1).to(rewards.dtype))

@@ -1,0 +1,138 @@
+"""Phase 1-3 of a PPO step: sample -> score -> one forward for old log-probs/values + reference log-probs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, eos_ids, sample
+from rlhf.models.reference import ReferencePolicy
+from rlhf.models.value_head import PolicyWithValueHead
+from rlhf.ppo.experience import Rollout
+from rlhf.ppo.losses import entropy_from_logits, logprobs_from_logits, masked_whiten
+from rlhf.reward.functions import RewardFunction
+
+
+def generate_rollout(
+    model: PolicyWithValueHead,
+    tokenizer,
+    prompts: Sequence[str],
+    sampling: SamplingConfig,
+    max_prompt_tokens: int,
+    system_prompt: str | None = None,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Sample one completion per prompt with the shared KV-cache sampler (left padding, EOS stop)."""
+    ids, mask = encode_prompts(tokenizer, prompts, max_prompt_tokens, system_prompt)
+    out = sample(model.lm, ids, mask, sampling, eos_ids(tokenizer, model.lm), tokenizer.pad_token_id, generator)
+    return Rollout(
+        prompts=list(prompts), completions=decode_responses(tokenizer, out), sequences=out.sequences,
+        attention_mask=out.attention_mask, response_mask=out.response_mask, finished=out.finished,
+        prompt_len=out.prompt_len,
+    )
+
+
+def score_rollout(reward_fn: RewardFunction, rollout: Rollout) -> torch.Tensor:
+    """Raw reward per completion: (B,) float32."""
+    scores = torch.as_tensor(reward_fn(rollout.prompts, rollout.completions), dtype=torch.float32).flatten()
+    if scores.numel() != len(rollout.completions):
+        raise ValueError(f"reward {getattr(reward_fn, 'name', reward_fn)!r} returned {scores.numel()} scores for {len(rollout.completions)} completions")
+    return scores
+
+
+def process_scores(
+    raw: torch.Tensor,
+    finished: torch.Tensor,
+    normalization: tuple[float, float] | None = None,
+    whiten: bool = False,
+    clip: float | None = None,
+    missing_eos_penalty: float | None = None,
+) -> torch.Tensor:
+    """(B,) raw scores -> (B,) training scores: normalise with saved stats, EOS penalty, whiten, clip."""
+    s = raw.float()
+    if normalization is not None:
+        mean, std = normalization
+        s = (s - mean) / max(float(std), 1e-8)
+    if missing_eos_penalty is not None:
+        s = s - missing_eos_penalty * (~finished).float()
+    if whiten and s.numel() > 1:
+        s = masked_whiten(s, torch.ones_like(s))
+    if clip is not None:
+        s = s.clamp(-clip, clip)
+    return s
+
+
+@dataclass
+class ForwardStats:
+    old_logprobs: torch.Tensor  # (B, T)
+    ref_logprobs: torch.Tensor  # (B, T)
+    values: torch.Tensor  # (B, T)
+    entropy: torch.Tensor  # (B, T)
+
+
+@torch.no_grad()
+def forward_experience(
+    model: PolicyWithValueHead, reference: ReferencePolicy, rollout: Rollout, temperature: float, chunk: int
+) -> ForwardStats:
+    """Old log-probs and values from ONE policy forward, plus reference log-probs; `chunk` rows at a time."""
+    parts: list[tuple[torch.Tensor, ...]] = []
+    P = rollout.prompt_len
+    for start in range(0, rollout.sequences.size(0), chunk):
+        seq = rollout.sequences[start : start + chunk]
+        attn = rollout.attention_mask[start : start + chunk]
+        out = model(seq, attn, P)
+        resp = seq[:, P:]
+        lp = logprobs_from_logits(out.logits, resp, temperature)
+        ent = entropy_from_logits(out.logits, temperature)
+        del out.logits
+        ref = reference.logprobs(seq, attn, P, temperature)
+        parts.append((lp, ref, out.values, ent))
+    cat = [torch.cat(x, dim=0) for x in zip(*parts)]
+    mask = rollout.response_mask
+    return ForwardStats(cat[0] * mask, cat[1] * mask, cat[2] * mask, cat[3] * mask)
+
+
+@dataclass
+class EvalResult:
+    mean_reward: float
+    std_reward: float
+    kl: float  # mean per-response sum of k1 log-ratios to the reference (nats); nan without a reference
+    mean_length: float
+    completions: list[str]
+    rewards: list[float]
+
+
+@torch.no_grad()
+def evaluate_policy(
+    model: PolicyWithValueHead,
+    tokenizer,
+    prompts: Sequence[str],
+    reward_fn: RewardFunction,
+    sampling: SamplingConfig,
+    batch_size: int = 16,
+    seed: int = 0,
+    max_prompt_tokens: int = 128,
+    system_prompt: str | None = None,
+    reference: ReferencePolicy | None = None,
+) -> EvalResult:
+    """Sample once per prompt (seeded), score with `reward_fn`; with a reference, also the KL to it."""
+    gen = torch.Generator().manual_seed(seed)
+    rewards, comps, kls, lens = [], [], [], []
+    for start in range(0, len(prompts), batch_size):
+        r = generate_rollout(model, tokenizer, prompts[start : start + batch_size], sampling, max_prompt_tokens, system_prompt, gen)
+        rewards += score_rollout(reward_fn, r).tolist()
+        comps += r.completions
+        lens += r.response_mask.sum(-1).tolist()
+        if reference is not None:
+            out = model(r.sequences, r.attention_mask, r.prompt_len, with_values=False)
+            lp = logprobs_from_logits(out.logits, r.responses, sampling.temperature)
+            ref = reference.logprobs(r.sequences, r.attention_mask, r.prompt_len, sampling.temperature)
+            kls += ((lp - ref) * r.response_mask).sum(-1).tolist()
+    t = torch.tensor(rewards)
+    return EvalResult(
+        mean_reward=float(t.mean()), std_reward=float(t.std()) if t.numel() > 1 else 0.0,
+        kl=float(torch.tensor(kls).mean()) if kls else float("nan"), mean_length=float(torch.tensor(lens).mean()),
+        completions=comps, rewards=rewards,
+    )

@@ -1,0 +1,315 @@
+"""`train_reward_model`: fit r(prompt, response) so that r(chosen) > r(rejected), resumably.
+
+Per step: a length-grouped batch of B pairs -> one forward of 2B rows -> pairwise loss -> AdamW.
+Every evaluation writes a checkpoint (weights, optimizer, scheduler, RNG, step = data position) and
+keeps the weights with the best eval loss; the saved model is that best one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from rlhf.config import ConfigError, save_config, to_dict
+from rlhf.data import DataError, JsonlAppender, read_pairs, write_json, write_jsonl
+from rlhf.reward.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint, trainable_state
+from rlhf.reward.config import RewardTrainConfig
+from rlhf.reward.data import EncodedPair, collate_pairs, length_grouped_batches
+from rlhf.reward.loss import preference_loss
+from rlhf.reward.metrics import PairMetrics, pair_metrics
+from rlhf.reward.model import STATS_FILE, RewardModel
+from rlhf.types import PreferencePair
+
+log = logging.getLogger(__name__)
+
+# Fields that do not change the trained weights; a checkpoint may be resumed across them.
+_RESUME_SAFE = ("resume", "threads", "tensorboard", "log_every", "save_every", "out_dir", "stats_pairs", "eval_batch_size")
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Passed to `on_step` after every optimizer step."""
+
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float
+    accuracy: float
+    lr: float
+    eval: PairMetrics | None = None
+    """Set on steps that ran an evaluation."""
+
+
+@dataclass(frozen=True)
+class RewardTrainResult:
+    out_dir: Path
+    """Folder holding the reward model; pass it to `load_reward_function`."""
+    steps: int
+    best_step: int
+    """Step whose weights were saved (best eval loss; the last step without an eval split)."""
+    total_steps: int
+    train_pairs: int
+    eval_pairs: int
+    eval: PairMetrics | None
+    """Held-out metrics of the saved model (None without an eval split)."""
+    normalization: tuple[float, float]
+    """(mean, std) of the saved model's rewards over the reference set."""
+    stopped_early: bool
+    resumed_from: int
+    """Checkpoint step this run started from (0 = fresh)."""
+    train_seconds: float
+    pairs_per_s: float
+    """Training throughput: pairs through forward + backward per second of training time."""
+
+    @property
+    def eval_accuracy(self) -> float | None:
+        return self.eval.accuracy if self.eval else None
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def split_pairs(pairs: Sequence[PreferencePair], fraction: float, seed: int) -> tuple[list, list]:
+    """Hold out `fraction` of the prompts (all pairs of a prompt land on one side); by pair if prompts are few."""
+    if fraction <= 0:
+        return list(pairs), []
+    prompts = sorted({p.prompt for p in pairs})
+    rng = random.Random(seed)
+    if len(prompts) >= 10:
+        rng.shuffle(prompts)
+        held = set(prompts[: max(1, round(len(prompts) * fraction))])
+        return [p for p in pairs if p.prompt not in held], [p for p in pairs if p.prompt in held]
+    order = list(range(len(pairs)))
+    rng.shuffle(order)
+    k = max(1, round(len(pairs) * fraction))
+    held_idx = set(order[:k])
+    return [p for i, p in enumerate(pairs) if i not in held_idx], [p for i, p in enumerate(pairs) if i in held_idx]
+
+
+def _clean(pairs: Sequence[PreferencePair], where: str) -> list[PreferencePair]:
+    if not pairs:
+        raise DataError(f"{where}: no preference pairs")
+    kept = [p for p in pairs if p.chosen != p.rejected]
+    if not kept:
+        raise DataError(f"{where}: 'chosen' equals 'rejected' in every pair; there is no preference to learn")
+    if len(kept) < len(pairs):
+        log.warning("%s: dropped %d pairs whose chosen equals rejected", where, len(pairs) - len(kept))
+    return kept
+
+
+def encode(rm: RewardModel, pairs: Sequence[PreferencePair], margin: float) -> list[EncodedPair]:
+    return rm.encoder.encode_pairs(
+        [p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs],
+        [p.weight for p in pairs], [float(p.metadata.get("margin", margin)) for p in pairs],
+    )
+
+
+def evaluate(rm: RewardModel, pairs: Sequence[EncodedPair], batch_size: int = 64) -> PairMetrics:
+    return pair_metrics(*rm.score_pairs(pairs, batch_size))
+
+
+# ------------------------------------------------------------------------------------ setup
+
+
+def _config_hash(cfg: RewardTrainConfig) -> str:
+    d = {k: v for k, v in to_dict(cfg).items() if k not in _RESUME_SAFE}
+    return hashlib.sha1(repr(sorted(d.items())).encode()).hexdigest()[:16]
+
+
+def _build_model(cfg: RewardTrainConfig):
+    torch.manual_seed(cfg.seed)  # the fresh head's initialisation
+    rm = RewardModel.from_pretrained(cfg.model, pooling=cfg.pooling, max_length=cfg.max_length, append_eos=cfg.append_eos)
+    if not cfg.dropout:
+        for m in rm.model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+    peft_model = None
+    if cfg.lora:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        lcfg = LoraConfig(
+            task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_target_modules) if cfg.lora_target_modules else None,
+        )
+        peft_model = get_peft_model(rm.model, lcfg)  # injects adapters into rm.model's modules in place
+    return rm, peft_model
+
+
+def _optimizer(rm: RewardModel, cfg: RewardTrainConfig) -> torch.optim.Optimizer:
+    head_ids = {id(p) for p in rm.head().parameters()}
+    groups: dict[tuple[float, float], list] = {}
+    for p in rm.model.parameters():
+        if not p.requires_grad:
+            continue
+        lr = cfg.head_lr if (id(p) in head_ids and cfg.head_lr is not None) else cfg.lr
+        wd = cfg.weight_decay if p.ndim >= 2 else 0.0
+        groups.setdefault((lr, wd), []).append(p)
+    return torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()])
+
+
+def _schedule(total: int, warmup: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def _train_step(rm: RewardModel, opt, sched, pairs: Sequence[EncodedPair], cfg: RewardTrainConfig):
+    """One optimizer step; returns (loss, r_chosen - r_rejected (B,), grad norm)."""
+    batch = collate_pairs(pairs, rm.pad_id, rm.padding_side)
+    r = rm(batch.tokens)  # (2B,): chosen rows, then rejected rows, in one forward pass
+    rc, rr = r[: len(pairs)], r[len(pairs) :]  # (B,), (B,)
+    loss = preference_loss(rc, rr, batch.margins, batch.weights, cfg.center_coef)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(rm.model.parameters(), cfg.max_grad_norm or math.inf)
+    opt.step()
+    sched.step()
+    return float(loss.detach()), (rc - rr).detach(), float(gnorm)
+
+
+def train_reward_model(
+    cfg: RewardTrainConfig,
+    pairs: Sequence[PreferencePair] | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> RewardTrainResult:
+    """Train (or resume) a reward model into `cfg.out_dir`; `pairs` overrides `cfg.pairs`."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "reward.yaml")
+
+    # 1. data: clean, split (by prompt), tokenise once
+    all_pairs = _clean(read_pairs(cfg.pairs) if pairs is None else list(pairs), cfg.pairs if pairs is None else "pairs")
+    if cfg.eval_pairs:
+        train_pairs, eval_pairs = all_pairs, _clean(read_pairs(cfg.eval_pairs), cfg.eval_pairs)
+    else:
+        train_pairs, eval_pairs = split_pairs(all_pairs, cfg.eval_fraction, cfg.seed)
+    if not train_pairs:
+        raise DataError(f"{cfg.pairs}: no training pairs left after holding out the eval split")
+    rm, peft_model = _build_model(cfg)
+    train_enc, eval_enc = encode(rm, train_pairs, cfg.margin), encode(rm, eval_pairs, cfg.margin)
+    lengths = [p.length for p in train_enc]
+    log.info("reward model: %d train / %d eval pairs, trunk %s, pooling %s", len(train_enc), len(eval_enc),
+             cfg.model, rm.spec.pooling)
+
+    # 2. optimisation state
+    steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
+    total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    opt = _optimizer(rm, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, round(cfg.warmup_ratio * total)))
+    eval_every = cfg.eval_every or steps_per_epoch
+    save_every = cfg.save_every or eval_every
+    ckpt_dir = out / "checkpoint"
+    state = {"step": 0, "best_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": False, "train_seconds": 0.0,
+             "pairs_done": 0}
+    chash = _config_hash(cfg)
+    if cfg.resume and (ckpt_dir / "state.pt").exists():
+        state = load_checkpoint(ckpt_dir, rm.model, opt, sched, chash)
+        log.info("resuming from step %d", state["step"])
+    elif ckpt_dir.exists():
+        for f in ckpt_dir.iterdir():
+            f.unlink()
+    resumed_from = state["step"]
+
+    # 3. logs: drop records past the checkpoint (they will be recomputed)
+    metrics_path = out / "metrics.jsonl"
+    old: list[dict] = []
+    if metrics_path.exists() and resumed_from:
+        with JsonlAppender(metrics_path) as previous:
+            old = previous.records
+    write_jsonl(metrics_path, [r for r in old if r["step"] <= resumed_from])
+    tb = None
+    if cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(out / "tb"), purge_step=resumed_from + 1 if resumed_from else None)
+
+    # 4. the loop
+    rm.train()
+    step = state["step"]
+    with JsonlAppender(metrics_path) as mlog:
+        while step < total and not state["stopped"]:
+            epoch, pos = divmod(step, steps_per_epoch)
+            batches = length_grouped_batches(lengths, cfg.batch_size, seed=cfg.seed * 100_003 + epoch)
+            for idx in batches[pos:]:
+                if step >= total:
+                    break
+                t0 = time.perf_counter()
+                loss_val, d, gnorm = _train_step(rm, opt, sched, [train_enc[i] for i in idx], cfg)
+                step += 1
+                dt = time.perf_counter() - t0
+                state["train_seconds"] += dt
+                state["pairs_done"] += len(idx)
+                acc, lr = float((d > 0).float().mean()), sched.get_last_lr()[0]
+                rec = {"step": step, "split": "train", "epoch": round(step / steps_per_epoch, 4), "loss": loss_val,
+                       "accuracy": acc, "margin": float(d.mean()), "lr": lr, "grad_norm": gnorm,
+                       "pairs_per_s": len(idx) / dt}
+                if step % cfg.log_every == 0 or step == total:
+                    _log(mlog, tb, rec)
+
+                metrics = None
+                if eval_enc and (step % eval_every == 0 or step == total):
+                    metrics = evaluate(rm, eval_enc, cfg.eval_batch_size)
+                    _log(mlog, tb, {"step": step, "split": "eval", "loss": metrics.loss, "accuracy": metrics.accuracy,
+                                    "margin": metrics.mean_margin, "ece": metrics.ece})
+                    if metrics.loss < state["best_loss"]:
+                        state.update(best_loss=metrics.loss, best_step=step, bad_evals=0)
+                        atomic_torch_save(trainable_state(rm.model), ckpt_dir / "best.pt")
+                    else:
+                        state["bad_evals"] += 1
+                        state["stopped"] = cfg.patience is not None and state["bad_evals"] >= cfg.patience
+                if metrics is not None or step % save_every == 0 or step == total or state["stopped"]:
+                    save_checkpoint(ckpt_dir, rm.model, opt, sched, dict(state, step=step), chash)
+                if on_step:
+                    on_step(StepInfo(step, total, step / steps_per_epoch, loss_val, acc, lr, metrics))
+                if state["stopped"]:
+                    log.info("early stop at step %d (best eval loss at step %d)", step, state["best_step"])
+                    break
+    if tb is not None:
+        tb.close()
+
+    # 5. the saved model: best eval loss (or last), LoRA merged; its eval metrics and reward statistics
+    if eval_enc and (ckpt_dir / "best.pt").exists():
+        rm.model.load_state_dict(torch.load(ckpt_dir / "best.pt", weights_only=True), strict=False)
+    if peft_model is not None:
+        rm.model = peft_model.merge_and_unload()
+    final_eval = evaluate(rm, eval_enc, cfg.eval_batch_size) if eval_enc else None
+    rm.save_pretrained(out)
+    ref = train_enc[: cfg.stats_pairs]
+    rc, rr = rm.score_pairs(ref, cfg.eval_batch_size)
+    rewards = torch.cat([rc, rr])
+    mean, std = float(rewards.mean()), float(rewards.std()) if len(rewards) > 1 else 1.0
+    write_json(out / STATS_FILE, {"mean": mean, "std": std, "n": len(rewards),
+                                  "reference": f"chosen and rejected of the first {len(ref)} training pairs"})
+    if final_eval is not None:
+        write_json(out / "eval_metrics.json", final_eval.to_dict() | {"best_step": state["best_step"]})
+    train_seconds = state["train_seconds"]
+    return RewardTrainResult(
+        out_dir=out, steps=step, best_step=state["best_step"] if eval_enc else step, total_steps=total,
+        train_pairs=len(train_enc), eval_pairs=len(eval_enc), eval=final_eval, normalization=(mean, std),
+        stopped_early=bool(state["stopped"]), resumed_from=resumed_from, train_seconds=train_seconds,
+        pairs_per_s=state["pairs_done"] / max(train_seconds, 1e-9),
+    )
+
+
+def _log(mlog: JsonlAppender, tb, rec: dict) -> None:
+    mlog.append(rec)
+    if tb is not None:
+        for k, v in rec.items():
+            if k not in ("step", "split", "epoch") and isinstance(v, (int, float)):
+                tb.add_scalar(f"{rec['split']}/{k}", v, rec["step"])

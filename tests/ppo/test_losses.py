@@ -1,0 +1,98 @@
+import math
+
+import pytest
+import torch
+
+from rlhf.ppo.losses import (
+    clipped_value_loss, entropy_from_logits, explained_variance, kl_per_token, logprobs_from_logits, masked_mean,
+    masked_var, masked_whiten, ppo_policy_loss, shaped_rewards,
+)
+from rlhf.ppo.rollout import process_scores
+
+MASK = torch.tensor([[1.0, 1.0, 0.0]])
+
+
+def test_masked_mean_var_whiten_ignore_padding():
+    x = torch.tensor([[1.0, 3.0, 100.0]])
+    assert masked_mean(x, MASK).item() == 2.0
+    assert masked_var(x, MASK).item() == 2.0  # ((1-2)^2 + (3-2)^2) / (2 - 1)
+    assert masked_var(x, MASK, unbiased=False).item() == 1.0
+    w = masked_whiten(x, MASK)
+    assert w[0, :2].tolist() == pytest.approx([-1 / math.sqrt(2), 1 / math.sqrt(2)], abs=1e-6)
+    assert w[0, 2].item() == 0.0
+    assert masked_whiten(x, MASK, shift_mean=False)[0, :2].tolist() == pytest.approx([2 - 1 / math.sqrt(2), 2 + 1 / math.sqrt(2)], abs=1e-6)
+
+
+def test_logprobs_and_entropy_by_hand():
+    logits = torch.tensor([[[0.0, math.log(3.0)]]])  # p = (0.25, 0.75)
+    tok = torch.tensor([[1]])
+    assert logprobs_from_logits(logits, tok).item() == pytest.approx(math.log(0.75))
+    # temperature 2: z / 2 = (0, ln 3 / 2) -> p1 = sqrt(3) / (1 + sqrt(3))
+    assert logprobs_from_logits(logits, tok, 2.0).item() == pytest.approx(math.log(math.sqrt(3) / (1 + math.sqrt(3))))
+    h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert entropy_from_logits(logits).item() == pytest.approx(h)
+    assert entropy_from_logits(torch.zeros(1, 1, 7)).item() == pytest.approx(math.log(7))
+
+
+def test_kl_estimators_by_hand():
+    lp, ref = torch.tensor([[math.log(0.5)]]), torch.tensor([[math.log(0.25)]])  # log r = ln 0.5
+    assert kl_per_token(lp, ref, "k1").item() == pytest.approx(math.log(2))
+    assert kl_per_token(lp, ref, "k2").item() == pytest.approx(0.5 * math.log(2) ** 2)
+    assert kl_per_token(lp, ref, "k3").item() == pytest.approx(0.5 - 1 + math.log(2))
+    assert kl_per_token(ref, ref, "k3").item() == 0.0
+    with pytest.raises(ValueError):
+        kl_per_token(lp, ref, "k4")  # type: ignore[arg-type]
+
+
+def test_ppo_policy_loss_by_hand():
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 1.5, 50.0]]))  # ratios 1.5, 1.5, (padding)
+    adv = torch.tensor([[1.0, -1.0, 9.0]])
+    out = ppo_policy_loss(new, old, adv, MASK, clip_range=0.2)
+    # A=+1: max(-1.5, -1.2) = -1.2 (clipped); A=-1: max(1.5, 1.2) = 1.5 (unclipped)
+    assert out.loss.item() == pytest.approx((-1.2 + 1.5) / 2)
+    assert out.clipfrac.item() == 0.5
+    assert out.approx_kl.item() == pytest.approx(0.5 * math.log(1.5) ** 2)
+    assert out.ratio[0, :2].tolist() == pytest.approx([1.5, 1.5])
+
+
+def test_ppo_policy_loss_gradient_vanishes_when_clipped():
+    new = torch.log(torch.tensor([[1.5, 0.9]])).requires_grad_(True)
+    out = ppo_policy_loss(new, torch.zeros(1, 2), torch.tensor([[1.0, 1.0]]), torch.ones(1, 2), 0.2)
+    out.loss.backward()
+    assert new.grad[0, 0].item() == 0.0  # ratio 1.5 > 1.2 with A > 0: clipped, no gradient
+    assert new.grad[0, 1].item() == pytest.approx(-0.9 / 2)  # d(-A r)/d log r = -A r, averaged over 2 tokens
+
+
+def test_clipped_value_loss_by_hand():
+    old = torch.tensor([[0.0, 0.0, 0.0]])
+    new = torch.tensor([[1.0, 0.1, 7.0]])
+    ret = torch.tensor([[2.0, 1.0, 0.0]])
+    out = clipped_value_loss(new, old, ret, MASK, clip_range=0.2)
+    # token 0: (1-2)^2 = 1 vs clipped (0.2-2)^2 = 3.24 -> 3.24; token 1: (0.1-1)^2 = 0.81 both
+    assert out.loss.item() == pytest.approx(0.5 * (3.24 + 0.81) / 2)
+    assert out.clipfrac.item() == 0.5
+
+
+def test_shaped_rewards_put_score_on_last_real_token():
+    kl = torch.tensor([[0.5, 1.0, 2.0], [1.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    r = shaped_rewards(torch.tensor([3.0, -1.0]), kl, mask, beta=0.1)
+    assert r[0].tolist() == pytest.approx([-0.05, -0.1, 3.0 - 0.2])
+    assert r[1].tolist() == pytest.approx([-1.0 - 0.1, 0.0, 0.0])
+
+
+def test_explained_variance():
+    ret = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    m = torch.ones(1, 4)
+    assert explained_variance(ret, ret, m).item() == 1.0
+    assert explained_variance(torch.full_like(ret, 2.5), ret, m).item() == pytest.approx(0.0)
+
+
+def test_process_scores():
+    raw = torch.tensor([1.0, 3.0])
+    fin = torch.tensor([True, False])
+    assert process_scores(raw, fin, normalization=(1.0, 2.0)).tolist() == [0.0, 1.0]
+    assert process_scores(raw, fin, missing_eos_penalty=0.5).tolist() == [1.0, 2.5]
+    assert process_scores(raw, fin, clip=2.0).tolist() == [1.0, 2.0]
+    assert process_scores(raw, fin, whiten=True).tolist() == pytest.approx([-1 / math.sqrt(2), 1 / math.sqrt(2)], abs=1e-6)

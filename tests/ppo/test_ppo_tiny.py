@@ -1,0 +1,153 @@
+import json
+import math
+import time
+
+import pytest
+import torch
+from helpers import PROMPTS, count_e, tiny_cfg, tiny_policy
+
+from rlhf.config import load_config
+from rlhf.models.lora import load_adapter
+from rlhf.ppo import PPOConfig, load_ppo_policy, train_ppo
+from rlhf.ppo.metrics import is_timing
+from rlhf.ppo.train import build_policy
+from rlhf.ppo.trainer import PPOTrainer
+from rlhf.reward.functions import FunctionReward
+from tiny import tiny_llama
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_first_step_kl_is_zero_and_ratio_exactly_one_with_padding(tmp_path, tiny_tok, lora):
+    cfg = tiny_cfg(tmp_path, f"lora.enabled={lora}", "forward_batch_size=3")
+    policy, tok = build_policy(cfg, tiny_policy(tiny_tok), tiny_tok)
+    trainer = PPOTrainer(cfg, policy, tok, PROMPTS, FunctionReward(count_e))
+    seen = []
+    forward = trainer.minibatch_forward
+
+    def spy(mb):
+        out = forward(mb)
+        seen.append((out[0].detach(), mb))
+        return out
+
+    trainer.minibatch_forward = spy
+    m = trainer.step()
+    new_lp, mb = seen[0]  # first minibatch of the first epoch: shuffled rows, no update yet
+    mask = mb.response_mask.bool()
+    assert (mb.attention_mask[:, 0] == 0).any(), "no left padding in the minibatch"
+    assert (~mask[:, -1]).any() and mask[:, -1].any(), "no right padding in the minibatch"
+    assert torch.equal(mb.old_logprobs, mb.ref_logprobs)
+    ratio = torch.exp(new_lp - mb.old_logprobs)[mask]
+    assert torch.equal(ratio, torch.ones_like(ratio))
+    assert m["kl/mean"] == 0.0 and m["kl/k1_mean"] == 0.0
+    assert m["nonfinite/skipped_updates"] == 0 and m["optimizer_steps"] == 4  # 2 epochs x 8/4 minibatches
+
+
+def test_adaptive_beta_follows_the_controller(tmp_path, tiny_tok):
+    cfg = tiny_cfg(tmp_path, "lora.enabled=false", "kl_coef=0.1", "target_kl=0.5", "kl_horizon=40")
+    res = train_ppo(cfg, FunctionReward(count_e), model=tiny_policy(tiny_tok), tokenizer=tiny_tok, prompts=PROMPTS)
+    h = res.history
+    for prev, cur in zip(h, h[1:]):
+        err = min(max(prev["kl/mean"] / 0.5 - 1, -0.2), 0.2)
+        assert cur["kl/beta"] == pytest.approx(prev["kl/beta"] * (1 + err * 8 / 40))
+    assert h[-1]["kl/mean"] > 0  # the policy moved away from the reference
+
+
+def test_synthetic_reward_rises_within_a_minute(tmp_path, tiny_tok):
+    cfg = tiny_cfg(tmp_path, "lora.enabled=false", "max_steps=30", "batch_size=16", "mini_batch_size=8",
+                   "ppo_epochs=4", "sampling.max_new_tokens=16", "kl_coef=0.01")
+    t0 = time.perf_counter()
+    res = train_ppo(cfg, FunctionReward(count_e), model=tiny_llama(len(tiny_tok)), tokenizer=tiny_tok, prompts=PROMPTS)
+    took = time.perf_counter() - t0
+    rewards = [r["reward/raw_mean"] for r in res.history]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert took < 60
+    assert last > first + 0.3, rewards
+    assert res.history[-1]["kl/mean"] > 0
+
+
+def test_kill_and_resume_gives_the_same_metrics(tmp_path, tiny_tok):
+    common = ("max_steps=4", "checkpoint_every=2")
+    full = train_ppo(tiny_cfg(tmp_path / "a", *common), FunctionReward(count_e),
+                     model=tiny_policy(tiny_tok), tokenizer=tiny_tok, prompts=PROMPTS)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_3(m):
+        if m["step"] == 3:
+            raise Killed
+
+    cfg_b = tiny_cfg(tmp_path / "b", *common)
+    with pytest.raises(Killed):
+        train_ppo(cfg_b, FunctionReward(count_e), model=tiny_policy(tiny_tok), tokenizer=tiny_tok, prompts=PROMPTS,
+                  on_step=kill_after_3)
+    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 3  # step 3 logged, then killed
+    resumed = train_ppo(cfg_b, FunctionReward(count_e), model=tiny_policy(tiny_tok), tokenizer=tiny_tok, prompts=PROMPTS)
+
+    def strip(history):
+        return [{k: v for k, v in r.items() if not is_timing(k)} for r in history]
+
+    on_disk = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in on_disk] == [1, 2, 3, 4]
+    assert strip(on_disk) == strip(full.history)
+    assert strip(resumed.history) == strip(full.history)
+    a = dict(full.model.named_parameters())
+    for name, p in resumed.model.named_parameters():
+        assert torch.equal(p, a[name]), name
+
+
+def test_non_finite_loss_is_skipped_and_never_reaches_the_weights(tmp_path, tiny_tok):
+    calls = {"n": 0}
+
+    def nan_on_second_step(prompts, completions):
+        calls["n"] += 1
+        return [math.nan if calls["n"] == 2 else c.count("e") / 4 for c in completions]
+
+    cfg = tiny_cfg(tmp_path, "max_steps=1", "lora.enabled=false")
+    res = train_ppo(cfg, FunctionReward(nan_on_second_step), model=tiny_policy(tiny_tok), tokenizer=tiny_tok, prompts=PROMPTS)
+    before = {n: p.detach().clone() for n, p in res.model.named_parameters()}
+    trainer = PPOTrainer(cfg, res.model, tiny_tok, PROMPTS, FunctionReward(nan_on_second_step))
+    m = trainer.step()
+    assert m["nonfinite/skipped_updates"] == 4 and m["optimizer_steps"] == 0
+    for n, p in res.model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    assert all(torch.isfinite(p).all() for p in res.model.parameters())
+    assert math.isnan(m["reward/raw_mean"])
+
+
+def test_outputs_peft_adapter_value_head_metrics_and_config(tmp_path, tiny_tok, tiny_lm_dir):
+    cfg = tiny_cfg(tmp_path, "max_steps=2", "tensorboard=true", f"model={tiny_lm_dir}")
+    res = train_ppo(cfg, FunctionReward(count_e), prompts=PROMPTS)
+    assert (res.policy_dir / "adapter_config.json").exists() and (res.policy_dir / "adapter_model.safetensors").exists()
+    assert res.policy_dir.name == "adapter" and res.value_head_path.exists()
+    assert load_config(PPOConfig, res.config_path) == cfg
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    records = [json.loads(line) for line in res.metrics_path.read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    for key in ("reward/raw_mean", "reward/normalized_mean", "kl/mean", "entropy", "policy/clipfrac", "policy/approx_kl",
+                "loss/value", "value/explained_variance", "response/length_mean", "tokens_per_s", "time/generate",
+                "time/score", "time/train"):
+        assert key in records[-1], key
+
+    # base + adapter from disk reproduces the in-memory policy
+    merged, tok = load_ppo_policy(tmp_path)
+    ids = tok(["hot house"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        want = res.model.lm(input_ids=ids).logits
+        torch.testing.assert_close(merged(input_ids=ids).logits, want, rtol=1e-5, atol=1e-5)
+        unmerged = load_adapter(tiny_llama(len(tiny_tok)), res.policy_dir)
+        assert not torch.equal(unmerged(input_ids=ids).logits, tiny_llama(len(tiny_tok))(input_ids=ids).logits)
+
+
+def test_full_weights_and_separate_critic(tmp_path, tiny_tok):
+    cfg = tiny_cfg(tmp_path, "max_steps=1", "lora.enabled=false", "separate_critic=true")
+    res = train_ppo(cfg, FunctionReward(count_e), model=tiny_policy(tiny_tok), tokenizer=tiny_tok, prompts=PROMPTS)
+    assert (tmp_path / "policy" / "config.json").exists()
+    assert res.model.critic is not None
+    from safetensors.torch import load_file
+
+    saved = load_file(str(res.value_head_path))
+    assert any(k.startswith("critic.") for k in saved) and "value_head.weight" in saved
+    assert saved["value_head.weight"].abs().sum() > 0  # trained from its zero init
+    model, _ = load_ppo_policy(tmp_path)
+    torch.testing.assert_close(model.lm_head.weight, res.model.lm.lm_head.weight)

@@ -1,0 +1,123 @@
+import json
+import time
+
+import pytest
+import torch
+
+from reward_helpers import synthetic_pairs
+from rlhf.data import DataError, write_jsonl
+from rlhf.reward.config import RewardTrainConfig
+from rlhf.reward.functions import load_reward_function
+from rlhf.reward.train import evaluate, train_reward_model
+from rlhf.types import PreferencePair
+
+
+def cfg(tmp_path, model, **kw) -> RewardTrainConfig:
+    base = dict(model=str(model), out_dir=str(tmp_path / "rm"), max_length=48, batch_size=16, lr=2e-3,
+                head_lr=2e-3, epochs=2, tensorboard=False, save_every=5)
+    return RewardTrainConfig(**(base | kw))
+
+
+def test_tiny_decoder_learns_a_synthetic_preference_quickly(tmp_path, tiny_lm_dir):
+    t0 = time.perf_counter()
+    res = train_reward_model(cfg(tmp_path, tiny_lm_dir, tensorboard=True), synthetic_pairs(240))
+    assert time.perf_counter() - t0 < 30
+    assert res.eval is not None and res.eval_pairs == 24 and res.train_pairs == 216
+    assert res.eval_accuracy > 0.95
+    # fresh pairs the model never saw
+    rm = load_reward_function(str(res.out_dir))
+    test = synthetic_pairs(100, seed=7)
+    rc = rm([p.prompt for p in test], [p.chosen for p in test])
+    rr = rm([p.prompt for p in test], [p.rejected for p in test])
+    assert float((rc > rr).float().mean()) > 0.95
+    # the output folder
+    out = res.out_dir
+    stats = json.loads((out / "reward_stats.json").read_text())
+    assert rm.normalization == (stats["mean"], stats["std"]) == res.normalization
+    assert stats["n"] == 2 * 216 and stats["std"] > 0
+    assert json.loads((out / "eval_metrics.json").read_text())["accuracy"] == res.eval_accuracy
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in records if r["split"] == "train"]
+    assert train_steps == list(range(1, res.total_steps + 1)) and res.total_steps == 28
+    assert [r["step"] for r in records if r["split"] == "eval"] == [14, 28]
+    assert any((out / "tb").iterdir()) and (out / "reward.yaml").exists()
+
+
+def test_tiny_encoder_learns_with_lora(tmp_path, tiny_bert_dir):
+    res = train_reward_model(cfg(tmp_path, tiny_bert_dir, lora=True, lr=1e-2, head_lr=1e-2, epochs=3),
+                             synthetic_pairs(160))
+    assert res.eval_accuracy > 0.9
+    saved = (res.out_dir / "model.safetensors")
+    assert saved.exists() and not (res.out_dir / "adapter_config.json").exists()  # LoRA merged
+    rm = load_reward_function(f"rm:{res.out_dir}")
+    assert rm.model.spec.pooling == "mean"
+    p = synthetic_pairs(50, seed=3)
+    acc = float((rm([x.prompt for x in p], [x.chosen for x in p]) > rm([x.prompt for x in p], [x.rejected for x in p])).float().mean())
+    assert acc > 0.9
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, tiny_lm_dir):
+    pairs = synthetic_pairs(96)
+    kw = dict(epochs=2, batch_size=8, eval_every=6, dropout=True)  # dropout on: RNG state must be restored too
+    full = train_reward_model(cfg(tmp_path / "a", tiny_lm_dir, **kw), pairs)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_13(info):
+        if info.step == 13:
+            raise Crash
+
+    c = cfg(tmp_path / "b", tiny_lm_dir, **kw)
+    with pytest.raises(Crash):
+        train_reward_model(c, pairs, on_step=crash_at_13)
+    resumed = train_reward_model(c, pairs)
+    assert resumed.resumed_from == 12  # last eval/checkpoint before the crash (save_every=5, eval_every=6: 5,6,10,12)
+    assert resumed.steps == full.steps == 22
+    assert resumed.eval.to_dict() == full.eval.to_dict()
+    assert resumed.normalization == full.normalization
+    lines = lambda r: [json.loads(x) for x in (r.out_dir / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda recs: [{k: v for k, v in x.items() if k != "pairs_per_s"} for x in recs]
+    assert strip(lines(resumed)) == strip(lines(full))
+
+
+def test_resume_refuses_a_changed_config(tmp_path, tiny_lm_dir):
+    pairs = synthetic_pairs(40)
+    train_reward_model(cfg(tmp_path, tiny_lm_dir, epochs=1), pairs)
+    with pytest.raises(ValueError, match="different config"):
+        train_reward_model(cfg(tmp_path, tiny_lm_dir, epochs=1, lr=1e-4), pairs)
+    res = train_reward_model(cfg(tmp_path, tiny_lm_dir, epochs=1, lr=1e-4, resume=False), pairs)
+    assert res.resumed_from == 0
+
+
+def test_early_stopping_stops_when_eval_loss_stops_improving(tmp_path, tiny_lm_dir):
+    res = train_reward_model(cfg(tmp_path, tiny_lm_dir, lr=0.0, head_lr=0.0, epochs=10, eval_every=2, patience=2),
+                             synthetic_pairs(64))
+    assert res.stopped_early and res.steps == 6 and res.best_step == 2 and res.total_steps == 40
+
+
+def test_bad_pairs_files_give_clear_errors(tmp_path, tiny_lm_dir):
+    missing = tmp_path / "missing.jsonl"
+    write_jsonl(missing, [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "a"}])
+    with pytest.raises(DataError, match=r"missing.jsonl:2: missing field 'rejected'"):
+        train_reward_model(cfg(tmp_path, tiny_lm_dir, pairs=str(missing)))
+    same = tmp_path / "same.jsonl"
+    write_jsonl(same, [{"prompt": "p", "chosen": "a", "rejected": "a"}] * 3)
+    with pytest.raises(DataError, match="same.jsonl: 'chosen' equals 'rejected' in every pair"):
+        train_reward_model(cfg(tmp_path, tiny_lm_dir, pairs=str(same)))
+    with pytest.raises(DataError, match="'chosen' equals 'rejected' in every pair"):
+        train_reward_model(cfg(tmp_path, tiny_lm_dir), [PreferencePair("p", "x", "x")] * 2)
+
+
+def test_evaluate_counts_pairs_in_both_orders(tmp_path, tiny_lm_dir):
+    from rlhf.reward.model import RewardModel
+    from rlhf.reward.train import encode
+
+    torch.manual_seed(0)
+    rm = RewardModel.from_pretrained(tiny_lm_dir)
+    pairs = synthetic_pairs(20)
+    fwd = evaluate(rm, encode(rm, pairs, 0.0))
+    swapped = [PreferencePair(p.prompt, p.rejected, p.chosen) for p in pairs]
+    bwd = evaluate(rm, encode(rm, swapped, 0.0))
+    assert fwd.accuracy + bwd.accuracy == pytest.approx(1.0)
+    assert fwd.mean_margin == pytest.approx(-bwd.mean_margin, abs=1e-5)
