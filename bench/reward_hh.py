@@ -60,7 +60,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     pairs = load_hh(DATA)
     train, test = pairs[: args.train], pairs[1200:]
-    cfg = load_config(RewardTrainConfig, None, [f"{k}={v}" for k, v in DEFAULTS.items()] + args.set)
+    cfg = load_config(RewardTrainConfig, None, [f"{k}={json.dumps(v)}" for k, v in DEFAULTS.items()] + args.set)
     t0 = time.perf_counter()
     res = train_reward_model(cfg, train, on_step=lambda s: s.eval and print(
         f"step {s.step}/{s.total_steps}: val acc {s.eval.accuracy:.3f} loss {s.eval.loss:.4f}", flush=True))

@@ -33,8 +33,10 @@ def test_empty_file(tmp_path):
 def test_non_object_and_wrong_type(tmp_path):
     with pytest.raises(DataError, match=r":1: expected a JSON object"):
         read_prompts(write(tmp_path / "a.jsonl", "[1, 2]\n"))
-    with pytest.raises(DataError, match=r":1: field 'prompt' must be a non-empty string"):
+    with pytest.raises(DataError, match=r":1: field 'prompt' must be a string, got int"):
         read_prompts(write(tmp_path / "b.jsonl", '{"prompt": 3}\n'))
+    with pytest.raises(DataError, match=r":1: field 'prompt' is empty"):
+        read_prompts(write(tmp_path / "c.jsonl", '{"prompt": "  "}\n'))
 
 
 def test_duplicate_ids(tmp_path):

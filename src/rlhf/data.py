@@ -145,7 +145,10 @@ def _read_hf_dataset(path: Path) -> list[tuple[int, Any]]:
 
 
 def read_records(path: str | Path, required: Sequence[str] = ()) -> list[tuple[int, dict[str, Any]]]:
-    """Read a record file as `(line_or_row_number, record)` pairs, checking `required` string fields."""
+    """Read a record file as `(line_or_row_number, record)` pairs, checking `required` string fields.
+
+    Completions may be empty strings (a model can emit EOS at once); prompts may not.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -187,8 +190,10 @@ def read_records(path: str | Path, required: Sequence[str] = ()) -> list[tuple[i
         for key in required:
             if key not in rec:
                 raise DataError(f"{path}:{lineno}: missing field {key!r}")
-            if not isinstance(rec[key], str) or not rec[key].strip():
-                raise DataError(f"{path}:{lineno}: field {key!r} must be a non-empty string")
+            if not isinstance(rec[key], str):
+                raise DataError(f"{path}:{lineno}: field {key!r} must be a string, got {type(rec[key]).__name__}")
+            if key == "prompt" and not rec[key].strip():
+                raise DataError(f"{path}:{lineno}: field 'prompt' is empty")
     return rows
 
 

@@ -7,7 +7,8 @@ up on the current schema.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -65,11 +66,30 @@ class Database:
     url: str
     engine: Engine
     sessions: sessionmaker[Session]
+    busy_timeout_s: float = 30.0
+    _lock: threading.Lock | None = field(default=None, repr=False)
+
+    @contextlib.contextmanager
+    def serialized(self) -> Iterator[None]:
+        """SQLite: queue this process's transactions on a lock (one writer at a time anyway).
+
+        Without it, waiting threads poll SQLite's busy handler with growing sleeps, which starves some
+        requests for seconds under load. Other processes still wait on busy_timeout. No-op elsewhere.
+        """
+        if self._lock is None:
+            yield
+            return
+        if not self._lock.acquire(timeout=self.busy_timeout_s):
+            raise TimeoutError(f"feedback store busy for {self.busy_timeout_s:.0f} s")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
-        with self.sessions.begin() as s:
+        with self.serialized(), self.sessions.begin() as s:
             yield s
 
     def close(self) -> None:
@@ -86,4 +106,5 @@ def open_database(
         from rlhf.feedback.migrations import upgrade
 
         upgrade(engine)
-    return Database(url, engine, sessionmaker(engine, expire_on_commit=False))
+    lock = threading.Lock() if url.startswith("sqlite") else None
+    return Database(url, engine, sessionmaker(engine, expire_on_commit=False), busy_timeout_s, lock)

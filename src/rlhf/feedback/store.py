@@ -289,8 +289,7 @@ def remaining_for(s: Session, labeler_id: int, project: Project) -> int:
 
 def labeler_progress(s: Session, project: Project, labelers: Sequence[Labeler] | None = None) -> list[LabelerProgress]:
     """Per-labeler counts in `project` (all labelers by default)."""
-    labelers = list_labelers(s) if labelers is None else labelers
-    rows = s.execute(
+    query = (
         select(
             Assignment.labeler_id,
             func.sum(case((Assignment.status == "done", 1), else_=0)),
@@ -299,6 +298,11 @@ def labeler_progress(s: Session, project: Project, labelers: Sequence[Labeler] |
         ).outerjoin(Judgement, Judgement.assignment_id == Assignment.id)
         .where(Assignment.project_id == project.id).group_by(Assignment.labeler_id)
     )
+    if labelers is None:
+        labelers = list_labelers(s)
+    else:
+        query = query.where(Assignment.labeler_id.in_([lab.id for lab in labelers]))
+    rows = s.execute(query)
     counts = {lid: (int(d or 0), int(p or 0), int(f or 0)) for lid, d, p, f in rows}
     out = []
     for lab in labelers:

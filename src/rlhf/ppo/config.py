@@ -88,6 +88,8 @@ class PPOConfig:
     """Stop once a step's mean raw reward reaches this; null = off."""
     kl_budget: float | None = None
     """Stop once a step's mean KL to the reference exceeds this (nats per response); null = off."""
+    time_limit_min: float | None = None
+    """Stop after the first step that ends past this many minutes of this run's training; null = off."""
     checkpoint_every: int = 10
     """Save a resumable checkpoint every N steps (and at the end); 0 = only at the end."""
     resume: bool = True

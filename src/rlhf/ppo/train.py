@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,7 +33,7 @@ class PPOResult:
     steps: int
     """PPO steps completed in total (including steps before a resume)."""
     stop_reason: str
-    """max_steps, reward_threshold or kl_budget."""
+    """max_steps, reward_threshold, kl_budget or time_limit."""
     history: list[dict[str, Any]]
     """One metrics record per step (as in metrics.jsonl)."""
     policy_dir: Path
@@ -62,7 +63,9 @@ def build_policy(cfg: PPOConfig, model=None, tokenizer=None) -> tuple[PolicyWith
     return PolicyWithValueHead(model, separate_critic=cfg.separate_critic).eval(), tokenizer
 
 
-def stop_reason(cfg: PPOConfig, metrics: dict[str, Any]) -> str | None:
+def stop_reason(cfg: PPOConfig, metrics: dict[str, Any], elapsed_s: float = 0.0) -> str | None:
+    if cfg.time_limit_min is not None and elapsed_s >= cfg.time_limit_min * 60:
+        return "time_limit"
     if cfg.reward_threshold is not None and metrics["reward/raw_mean"] >= cfg.reward_threshold:
         return "reward_threshold"
     if cfg.kl_budget is not None and metrics["kl/mean"] > cfg.kl_budget:
@@ -109,7 +112,7 @@ def train_ppo(
         trainer.load_state_dict(torch.load(ckpt, weights_only=False))
         log.info("resumed from %s at step %d", ckpt, trainer.step_count)
     metrics = MetricsLog(out, trainer.step_count, cfg.tensorboard)
-    reason = "max_steps"
+    reason, t0 = "max_steps", time.perf_counter()
     try:
         while trainer.step_count < cfg.max_steps:
             m = trainer.step()
@@ -118,7 +121,7 @@ def train_ppo(
                 save_checkpoint(trainer, ckpt)
             if on_step is not None:
                 on_step(m)
-            if (r := stop_reason(cfg, m)) is not None:
+            if (r := stop_reason(cfg, m, time.perf_counter() - t0)) is not None:
                 reason = r
                 log.info("step %d: stopping (%s)", trainer.step_count, r)
                 break

@@ -24,7 +24,8 @@ class NotAuthenticated(Exception):
 
 def get_session(request: Request) -> Iterator[Session]:
     """A session per request. Writers call `commit()` before answering, so an acknowledged write is durable."""
-    with request.app.state.db.sessions() as s:
+    db = request.app.state.db
+    with db.serialized(), db.sessions() as s:
         yield s
 
 

@@ -1,0 +1,264 @@
+"""`rlhf demo`: the whole RLHF loop on the default models, offline, into one run folder.
+
+generate -> feedback (import, serve, simulated labelers over HTTP) -> agreement (flag + exclude)
+-> export pairs -> train reward model -> PPO against it -> evaluate base vs aligned -> report.
+
+Each stage records its result in `stages.json` when it finishes; re-running skips finished stages
+and the unfinished one resumes (generation and PPO from their own logs/checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rlhf.config import save_config
+from rlhf.data import read_records, write_json
+from rlhf.evaluate.run import EvaluateConfig, EvaluationResult, run_evaluate
+from rlhf.feedback.config import AgreementConfig, ExportConfig, ServeConfig, SimulationConfig
+from rlhf.generate import GenerateConfig, run_generate
+from rlhf.generation import SamplingConfig
+from rlhf.models.registry import DEFAULT_POLICY, DEFAULT_REWARD_TRUNK
+from rlhf.ppo.config import PPOConfig
+from rlhf.reward.config import RewardTrainConfig
+
+log = logging.getLogger(__name__)
+
+STAGES = ("generate", "feedback", "reward", "ppo", "evaluate")
+
+INSTRUCTIONS = """\
+## Task
+You see a user's message and several replies written by an AI assistant. **Rank the replies from best to worst**
+by how *harmless and helpful* they are.
+
+## What "best" means
+1. **Harmless first.** A reply that insults, mocks, swears at or demeans anyone (the user, a third person, a group)
+   ranks below any reply that stays polite — even if the user asked for the insult.
+2. **Then helpful.** Among polite replies, prefer the one that actually helps: it addresses the request, offers a
+   kind alternative when it declines (e.g. light-hearted teasing instead of a brutal roast), and is clear.
+3. Ignore length and style otherwise; a short polite reply beats a long rude one.
+
+## Ties and unusable items
+- If two replies are equally good (or equally bad), **mark them as tied**.
+- If the item cannot be judged (empty or garbled replies, a prompt you cannot understand), **flag it as unusable**
+  and say why, instead of ranking it.
+
+## Keyboard
+Press the number keys to pick replies in order of preference; see the help on the labeling page.
+"""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out_dir: str = "runs/demo"
+    """Run folder: every stage writes into a subfolder; stages.json records what is finished."""
+    policy: str = DEFAULT_POLICY
+    """Policy to align (alias, folder or hub id)."""
+    reward_trunk: str = DEFAULT_REWARD_TRUNK
+    """Reward-model backbone."""
+    prompts: str = "redteam"
+    """Prompt set: the train split feeds labeling and PPO, the eval split the final evaluation."""
+    train_prompts: int | None = 96
+    """Train prompts to label and to run PPO on (null = the whole train split)."""
+    eval_prompts: int | None = None
+    """Held-out prompts to evaluate on (null = the whole eval split)."""
+    criterion: str = "harmless and helpful"
+    """The labeling criterion shown to labelers."""
+    honest_labelers: int = 3
+    """Simulated honest labelers (rank by gold toxicity, with noise)."""
+    labeler_noise: float = 0.3
+    """Noise of the honest labelers (std of Gaussian noise on z-scored gold scores)."""
+    bad_labeler: bool = True
+    """Add one deliberately bad labeler (ranks in reverse); the agreement report should flag it."""
+    labelers_per_item: int = 3
+    """k: labelers each item goes to."""
+    seed: int = 0
+    """Seed shared by all stages."""
+    threads: int | None = None
+    """torch CPU threads (null = torch's default)."""
+    generate: GenerateConfig = field(default_factory=lambda: GenerateConfig(
+        num_completions=4, sampling=SamplingConfig(max_new_tokens=40, temperature=1.0, top_p=1.0)))
+    """Stage 1 settings (model, prompts and out_dir are set by the demo)."""
+    reward: RewardTrainConfig = field(default_factory=lambda: RewardTrainConfig(epochs=3.0, eval_fraction=0.15, max_length=192))
+    """Stage 4 settings (pairs, model and out_dir are set by the demo)."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """Stage 5 settings (model, prompts, reward and out_dir are set by the demo)."""
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    """Stage 6 settings (models, prompts, rewards and out_dir are set by the demo)."""
+
+
+@dataclass
+class DemoResult:
+    out_dir: Path
+    report_path: Path
+    summary: dict
+    stages: dict[str, Any]
+
+
+StageCallback = Callable[[str, str], None]  # (stage, event: "start" | "skip" | "done")
+ProgressCallback = Callable[[str, int, int, str], None]  # (stage, done, total, info)
+
+
+class _Stages:
+    """stages.json: finished stages and their results, written atomically after each stage."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+
+    def done(self, name: str) -> bool:
+        return name in self.data
+
+    def finish(self, name: str, result: dict) -> None:
+        self.data[name] = result
+        write_json(self.path, self.data)
+
+
+def stage_configs(cfg: DemoConfig) -> dict[str, Any]:
+    """The resolved per-stage configs, with the demo's paths and shared settings filled in."""
+    root = Path(cfg.out_dir)
+    rep = dataclasses.replace
+    return {
+        "generate": rep(cfg.generate, model=cfg.policy, prompts=cfg.prompts, split="train", limit=cfg.train_prompts,
+                        out_dir=str(root / "generate"), seed=cfg.seed, threads=cfg.threads),
+        "reward": rep(cfg.reward, pairs=str(root / "feedback" / "pairs.jsonl"), model=cfg.reward_trunk,
+                      out_dir=str(root / "reward"), seed=cfg.seed, threads=cfg.threads),
+        "ppo": rep(cfg.ppo, model=cfg.policy, prompts=cfg.prompts, split="train", limit=cfg.train_prompts,
+                   reward=f"rm:{root / 'reward'}", out_dir=str(root / "ppo"), seed=cfg.seed, threads=cfg.threads),
+        "evaluate": rep(cfg.evaluate, aligned=str(root / "ppo"), base=cfg.policy, prompts=cfg.prompts, split="eval",
+                        limit=cfg.eval_prompts, rewards=(f"rm:{root / 'reward'}",), out_dir=str(root / "evaluate"),
+                        seed=cfg.seed, kl_target=cfg.ppo.target_kl if cfg.ppo.adaptive_kl else None),
+    }
+
+
+def run_feedback(cfg: DemoConfig, generations: Path, out: Path, progress: ProgressCallback | None = None) -> dict:
+    """Import -> serve -> simulated labelers over HTTP -> agreement -> exclude flagged -> export pairs."""
+    from rlhf.feedback.db import open_database
+    from rlhf.feedback.labelers import SimulatedLabeler, run_simulated_labelers
+    from rlhf.feedback.server import serve_in_background
+    from rlhf.feedback.service import add_labelers, agreement, exclude_flagged, export_pairs, import_generations
+
+    # Labeling takes seconds; an interrupted feedback stage starts over from an empty store.
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    db = open_database(str(out / "feedback.db"))
+    try:
+        imported = import_generations(db, generations, "demo", cfg.criterion, INSTRUCTIONS, "rank", cfg.labelers_per_item)
+        names = [f"honest-{i + 1}" for i in range(cfg.honest_labelers)] + (["careless"] if cfg.bad_labeler else [])
+        tokens = add_labelers(db, names)
+        labelers = [SimulatedLabeler(name, tokens[name], bad=name == "careless") for name in names]
+        sim = SimulationConfig(scorer="toxicity", noise=cfg.labeler_noise, seed=cfg.seed)
+        with serve_in_background(ServeConfig(db=str(out / "feedback.db"), port=0, admin_token="demo-admin"), db) as url:
+            if progress:
+                progress("feedback", 0, 1, f"labelers at work on {url}")
+            simulated = run_simulated_labelers(url, imported.project_id, labelers, cfg=sim)
+        report = agreement(db, "demo", AgreementConfig())
+        excluded = exclude_flagged(db, "demo", AgreementConfig())
+        exported = export_pairs(db, "demo", ExportConfig(out_dir=str(out), project="demo"), out_dir=out)
+    finally:
+        db.close()
+    return {
+        "items": imported.items, "labelers": names, "judgements": dict(simulated.judgements),
+        "errors": list(simulated.errors), "excluded": list(excluded), "pairs": exported.pairs,
+        "dropped_ties": exported.dropped_ties, "agreement": agreement_dict(report),
+    }
+
+
+def agreement_dict(report) -> dict:
+    """The agreement report as plain data for stages.json and the HTML report."""
+    return {
+        "alpha": report.alpha,
+        "labelers": [
+            {"name": a.labeler, "judgements": a.items, "tau": a.score, "flagged": a.flagged} for a in report.labelers
+        ],
+    }
+
+
+def run_demo(
+    cfg: DemoConfig,
+    on_stage: StageCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+    only: str | None = None,
+) -> DemoResult:
+    """Run (or resume) the whole loop; `only` re-runs a single stage (its inputs must exist)."""
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    root = Path(cfg.out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, root / "demo.yaml")
+    stages = _Stages(root / "stages.json")
+    sc = stage_configs(cfg)
+    if only is not None and only not in STAGES:
+        raise ValueError(f"unknown stage {only!r}; choose from {', '.join(STAGES)}")
+
+    def should_run(name: str) -> bool:
+        run = name == only if only else not stages.done(name)
+        if on_stage:
+            on_stage(name, "start" if run else "skip")
+        return run
+
+    def done(name: str, result: dict, t0: float) -> None:
+        stages.finish(name, result | {"seconds": round(time.perf_counter() - t0, 1)})
+        if on_stage:
+            on_stage(name, "done")
+
+    # 1. generate completions for the train prompts
+    if should_run("generate"):
+        t0 = time.perf_counter()
+        st = run_generate(sc["generate"], on_progress=lambda d, t: on_progress and on_progress("generate", d, t, "prompts"))
+        done("generate", {"completions": str(Path(sc["generate"].out_dir) / "completions.jsonl"),
+                          "tokens_per_s": round(st.tokens_per_s, 1)}, t0)
+
+    # 2-3. human feedback (simulated labelers through the HTTP API), agreement, export
+    if should_run("feedback"):
+        t0 = time.perf_counter()
+        fb = run_feedback(cfg, Path(sc["generate"].out_dir) / "completions.jsonl", root / "feedback", on_progress)
+        done("feedback", fb, t0)
+
+    # 4. reward model on the exported pairs
+    if should_run("reward"):
+        from rlhf.reward.train import train_reward_model
+
+        t0 = time.perf_counter()
+        res = train_reward_model(
+            sc["reward"], on_step=lambda s: on_progress and on_progress("reward", s.step, s.total_steps, f"loss {s.loss:.3f}"))
+        done("reward", {"accuracy": res.eval_accuracy, "margin": res.eval.mean_margin if res.eval else None,
+                        "num_pairs": res.eval_pairs, "train_pairs": res.train_pairs,
+                        "normalization": list(res.normalization)}, t0)
+
+    # 5. PPO against the reward model, KL-penalised to the LoRA-disabled reference
+    if should_run("ppo"):
+        from rlhf.ppo.train import train_ppo
+
+        t0 = time.perf_counter()
+        total = sc["ppo"].max_steps
+        res = train_ppo(sc["ppo"], on_step=lambda m: on_progress and on_progress(
+            "ppo", int(m.get("step", 0)), total, f"reward {m.get('reward/raw_mean', float('nan')):.3f} KL {m.get('kl/mean', float('nan')):.2f}"))
+        done("ppo", {"steps": res.steps, "stop_reason": res.stop_reason, "policy": str(res.policy_dir),
+                     "metrics": str(res.metrics_path)}, t0)
+
+    # 6. evaluate base vs aligned on held-out prompts; the report
+    result: EvaluationResult | None = None
+    if should_run("evaluate"):
+        t0 = time.perf_counter()
+        history = [r for _, r in read_records(Path(sc["ppo"].out_dir) / "metrics.jsonl")]
+        extra = {
+            "reward_model": stages.data.get("reward"), "agreement": stages.data.get("feedback", {}).get("agreement"),
+            "ppo_history": history, "kl_target": sc["evaluate"].kl_target, "stages": stages.data,
+        }
+        result = run_evaluate(sc["evaluate"], extra_sections=extra,
+                              on_progress=lambda s, d, t: on_progress and on_progress("evaluate", d, t, s))
+        done("evaluate", {"report": str(result.report_path), "toxicity_before": result.summary["toxicity_before"],
+                          "toxicity_after": result.summary["toxicity_after"], "win_rate": result.summary["win_rate"],
+                          "reward_hacking": result.summary["reward_hacking"]}, t0)
+    summary_path = Path(sc["evaluate"].out_dir) / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    return DemoResult(root, Path(sc["evaluate"].out_dir) / "report.html", summary, stages.data)
