@@ -98,9 +98,11 @@ def main() -> None:
             theirs.append(run_trl(pairs, args, Path(tmp) / f"trl{i}"))
             print(f"round {i + 1}: ours {ours[-1]:.2f} pairs/s, TRL {theirs[-1]:.2f} pairs/s", flush=True)
     o, t = max(ours), max(theirs)
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({args.threads} threads), "
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+          f"({args.threads} threads), "
           f"trl {trl.__version__}")
-    print(f"MiniLM reward model, {args.pairs} HH-RLHF pairs, batch {args.batch_size} pairs, max_length {args.max_length}, "
+    print(f"MiniLM reward model, {args.pairs} HH-RLHF pairs, batch {args.batch_size} pairs, "
+          f"max_length {args.max_length}, "
           f"best of {args.repeats}")
     print(f"{'trainer':<28}{'pairs/s':>10}")
     print(f"{'rlhf train_reward_model':<28}{o:>10.2f}")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from reward_helpers import save_tiny_bert
 
 

@@ -1,8 +1,8 @@
 import json
 
+from reward_helpers import synthetic_pairs
 from typer.testing import CliRunner
 
-from reward_helpers import synthetic_pairs
 from rlhf.cli import app
 from rlhf.data import write_jsonl
 
@@ -20,7 +20,8 @@ def test_train_reward_then_score(tmp_path, tiny_lm_dir):
     assert (out / "reward_stats.json").exists() and (out / "model.safetensors").exists()
 
     recs = tmp_path / "texts.jsonl"
-    write_jsonl(recs, [{"id": i, "prompt": "q", "completion": c} for i, c in enumerate(["great fox", "lazy dog", "hot"])])
+    texts = ["great fox", "lazy dog", "hot"]
+    write_jsonl(recs, [{"id": i, "prompt": "q", "completion": c} for i, c in enumerate(texts)])
     scored = tmp_path / "scored.jsonl"
     res = runner.invoke(app, ["score", str(recs), "-r", str(out), "-o", str(scored), "--normalize"])
     assert res.exit_code == 0, res.output

@@ -1,11 +1,15 @@
-import json
 
 import pytest
 import torch
-
 from reward_helpers import save_tiny_bert
+
 from rlhf.reward.functions import (
-    ClassifierReward, FunctionReward, RewardFunction, RewardModelReward, ScorerReward, load_reward_function,
+    ClassifierReward,
+    FunctionReward,
+    RewardFunction,
+    RewardModelReward,
+    ScorerReward,
+    load_reward_function,
 )
 from rlhf.reward.model import RewardModel
 

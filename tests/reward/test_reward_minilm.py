@@ -1,8 +1,8 @@
 import math
 
 import pytest
-
 from reward_helpers import synthetic_pairs
+
 from rlhf.reward.config import RewardTrainConfig
 from rlhf.reward.functions import load_reward_function
 from rlhf.reward.train import train_reward_model

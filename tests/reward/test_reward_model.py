@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from rlhf.reward.data import TextEncoder, length_grouped_batches, pad_batch
@@ -63,7 +62,8 @@ def test_truncation_keeps_the_response_and_cuts_the_prompt_first(tiny_bert_dir):
     assert words == ["[CLS]", "over", "lazy", "dog", "[SEP]", "my", "house", "is", "hot", "[SEP]"]
     assert e.type_ids == (0, 0, 0, 0, 0, 1, 1, 1, 1, 1)
     (e,) = enc.encode([prompt], ["my house is too hot you can cool it"])  # response alone is too long
-    assert tok.convert_ids_to_tokens(list(e.ids)) == ["[CLS]", "[SEP]", "my", "house", "is", "too", "hot", "you", "can", "[SEP]"]
+    words = tok.convert_ids_to_tokens(list(e.ids))
+    assert words == ["[CLS]", "[SEP]", "my", "house", "is", "too", "hot", "you", "can", "[SEP]"]
     (e,) = enc.encode(["hot"], ["cool"])
     assert len(e.ids) == 5
 

@@ -52,7 +52,8 @@ def train_reward(
 @app.command(rich_help_panel="3. Reward")
 def score(
     input: Annotated[str, typer.Argument(help="Records with prompt and completion fields.")],
-    reward: Annotated[str, typer.Option("--reward", "-r", help="rm:PATH | PATH | classifier:MODEL[:LABEL] | scorer:NAME | python:mod:fn")],
+    reward: Annotated[str, typer.Option(
+        "--reward", "-r", help="rm:PATH | PATH | classifier:MODEL[:LABEL] | scorer:NAME | python:mod:fn")],
     output: Annotated[str, typer.Option("--out", "-o", help="Output JSONL (input records + reward).")],
     config: ConfigOpt = None,
     set_: SetOpt = None,

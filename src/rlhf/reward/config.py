@@ -13,7 +13,8 @@ Pooling = Literal["auto", "native", "last", "mean"]
 @dataclass(frozen=True)
 class RewardTrainConfig:
     pairs: str = "runs/feedback/pairs.jsonl"
-    """Preference pairs (`prompt`, `chosen`, `rejected`, optional `weight`): .jsonl/.json/.csv/.parquet/datasets folder."""
+    """Preference pairs (`prompt`, `chosen`, `rejected`, optional `weight`): .jsonl, .json, .csv, .parquet or a
+    datasets folder."""
     eval_pairs: str | None = None
     """Optional separate eval pairs file; when null, `eval_fraction` of the prompts are held out instead."""
     eval_fraction: float = 0.1

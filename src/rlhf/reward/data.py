@@ -130,7 +130,9 @@ def collate_pairs(items: Sequence[EncodedPair], pad_id: int, side: str = "right"
     )
 
 
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int | None, group: int = 32) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, seed: int | None, group: int = 32
+) -> list[list[int]]:
     """Index batches of similar length.
 
     With a seed: shuffle, sort inside windows of `group` batches, cut into batches, shuffle the

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from rlhf.config import ConfigError, save_config, to_dict
+from rlhf.config import save_config, to_dict
 from rlhf.data import DataError, JsonlAppender, read_pairs, write_json, write_jsonl
 from rlhf.reward.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint, trainable_state
 from rlhf.reward.config import RewardTrainConfig
@@ -31,7 +31,9 @@ from rlhf.types import PreferencePair
 log = logging.getLogger(__name__)
 
 # Fields that do not change the trained weights; a checkpoint may be resumed across them.
-_RESUME_SAFE = ("resume", "threads", "tensorboard", "log_every", "save_every", "out_dir", "stats_pairs", "eval_batch_size")
+_RESUME_SAFE = (
+    "resume", "threads", "tensorboard", "log_every", "save_every", "out_dir", "stats_pairs", "eval_batch_size",
+)
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,9 @@ def _config_hash(cfg: RewardTrainConfig) -> str:
 
 def _build_model(cfg: RewardTrainConfig):
     torch.manual_seed(cfg.seed)  # the fresh head's initialisation
-    rm = RewardModel.from_pretrained(cfg.model, pooling=cfg.pooling, max_length=cfg.max_length, append_eos=cfg.append_eos)
+    rm = RewardModel.from_pretrained(
+        cfg.model, pooling=cfg.pooling, max_length=cfg.max_length, append_eos=cfg.append_eos
+    )
     if not cfg.dropout:
         for m in rm.model.modules():
             if isinstance(m, torch.nn.Dropout):
