@@ -46,7 +46,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def labeler(url: str, token: str, project: int, deadline: float, cycles: list[float], nexts: list[float], posts: list[float]) -> int:
+async def labeler(
+    url: str, token: str, project: int, deadline: float, cycles: list[float], nexts: list[float], posts: list[float]
+) -> int:
     done = 0
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
         while time.perf_counter() < deadline:
@@ -73,7 +75,7 @@ def pct(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[q - 1] * 1000 if len(xs) > 1 else xs[0] * 1000
 
 
-async def drive(url: str, tokens: list[str], seconds: float) -> tuple[int, float, list[float], list[float], list[float]]:
+async def drive(url: str, tokens: list[str], seconds: float) -> tuple[int, float, list, list, list]:
     cycles: list[float] = []
     nexts: list[float] = []
     posts: list[float] = []
@@ -126,8 +128,8 @@ def main() -> None:
           f"on loopback, {args.items} items x {args.completions} completions, k={args.k}")
     print(f"{'system':<22}{'judgements':>11}{'wall s':>8}{'judg/s':>9}{'cycle p50 ms':>14}{'cycle p99 ms':>14}"
           f"{'next p50':>10}{'submit p50':>12}")
-    print(f"{'rlhf feedback (ours)':<22}{n:>11}{wall:>8.1f}{n / wall:>9.1f}{pct(cycles, 50):>14.1f}{pct(cycles, 99):>14.1f}"
-          f"{pct(nexts, 50):>10.1f}{pct(posts, 50):>12.1f}")
+    print(f"{'rlhf feedback (ours)':<22}{n:>11}{wall:>8.1f}{n / wall:>9.1f}"
+          f"{pct(cycles, 50):>14.1f}{pct(cycles, 99):>14.1f}{pct(nexts, 50):>10.1f}{pct(posts, 50):>12.1f}")
     print(f"{'Label Studio (peer)':<22}{'n/a: not installable offline on this machine':>60}")
     print(f"check: {stored} judgements stored for {n} acknowledged")
     if stored != n:

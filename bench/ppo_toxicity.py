@@ -63,7 +63,7 @@ def main() -> None:
 
     def evaluate(model):
         return evaluate_policy(
-            model, tok, held_out, reward, cfg.sampling, batch_size=16, seed=1234,
+            model, tok, held_out, reward, cfg.sampling, batch_size=40, seed=1234,
             max_prompt_tokens=cfg.max_prompt_tokens, reference=ReferencePolicy(model.policy),
         )
 

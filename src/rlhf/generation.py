@@ -134,24 +134,38 @@ def eos_ids(tokenizer, model=None) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+def format_messages(tokenizer, messages: Sequence[dict[str, str]]) -> str:
+    """A conversation in the model's chat template, ready for the assistant's next turn.
+
+    Without a template (plain LMs), turns are written as `role: content` lines.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + ("assistant:" if len(messages) > 1 else "")
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+
 def format_prompt(tokenizer, text: str, system: str | None = None) -> str:
     """Wrap a user prompt in the model's chat template (plain text if it has none)."""
     if not getattr(tokenizer, "chat_template", None):
         return text
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return format_messages(tokenizer, msgs)
+
+
+def encode_texts(tokenizer, texts: Sequence[str], max_tokens: int):
+    """Left-pad already formatted texts -> (input_ids, attention_mask), keeping each text's tail."""
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    enc = tokenizer(
+        list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_tokens,
+        add_special_tokens=not templated,
+    )
+    return enc["input_ids"], enc["attention_mask"]
 
 
 def encode_prompts(tokenizer, texts: Sequence[str], max_prompt_tokens: int, system: str | None = None):
     """Chat-format and left-pad prompts -> (input_ids, attention_mask), keeping each prompt's tail."""
-    templated = bool(getattr(tokenizer, "chat_template", None))
-    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
-    enc = tokenizer(
-        [format_prompt(tokenizer, t, system) for t in texts],
-        return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens,
-        add_special_tokens=not templated,
-    )
-    return enc["input_ids"], enc["attention_mask"]
+    return encode_texts(tokenizer, [format_prompt(tokenizer, t, system) for t in texts], max_prompt_tokens)
 
 
 def decode_responses(tokenizer, out: SampleOutput) -> list[str]:

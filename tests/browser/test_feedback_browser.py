@@ -61,9 +61,9 @@ def login(browser, url: str, token: str):
     page.click("button[type=submit]")
     page.wait_for_url(url + "/")
     page.click("text=Start labeling")
-    page.wait_for_selector(".completion")
-    page.keyboard.press("Escape")  # the instructions open by themselves on the first item
-    assert not page.is_visible("#instructions-dialog")
+    page.wait_for_selector("#instructions-dialog[open]")  # they open by themselves on a labeler's first item
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#instructions-dialog", state="hidden")
     return page
 
 
@@ -110,8 +110,8 @@ def test_label_with_keyboard_click_drag_and_flag(app_url, browser, tmp_path):
     card(AIRCON).click()
     card(NOTHING).click()
     assert page.is_enabled("#submit")
-    page.locator(".rank-chip", has_text=page.locator(".completion", has_text=NOTHING).get_attribute("data-label")).first \
-        .drag_to(page.locator("#tiers .tier").first)
+    letter = card(NOTHING).get_attribute("data-label")
+    page.locator("#tiers .rank-chip", has_text=letter).drag_to(page.locator("#tiers .tier").first)
     assert page.inner_text("#tiers .tier.tie .tier-rank") == "1st · tie"
     page.click("#submit")
     page.wait_for_selector("text=All done here")

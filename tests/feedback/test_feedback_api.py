@@ -33,6 +33,10 @@ def claim(client, token: str) -> tuple[int, dict[str, int]]:
     return task["assignment_id"], {c["text"]: c["id"] for c in task["item"]["completions"]}
 
 
+def submit(client, aid: int, token: str, **kw):
+    return client.post(f"/api/assignments/{aid}/judgement", headers=bearer(token), **kw)
+
+
 def judgements(db) -> int:
     with db.session() as s:
         return store.count_rows(s)["judgements"]
@@ -45,8 +49,9 @@ def test_labeler_loop_and_idempotent_retry(client, tokens, hot_db):
     first = client.post(f"/api/assignments/{aid}/judgement", json=body, headers=bearer(tokens["ann"]))
     retry = client.post(f"/api/assignments/{aid}/judgement", json=body, headers=bearer(tokens["ann"]))
     assert (first.status_code, first.json()["duplicate"]) == (201, False)
-    assert (retry.status_code, retry.json()["duplicate"], retry.json()["judgement_id"]) == (200, True, first.json()["judgement_id"])
-    other = client.post(f"/api/assignments/{aid}/judgement", json={"ranking": list(ids.values())}, headers=bearer(tokens["ann"]))
+    assert (retry.status_code, retry.json()["duplicate"]) == (200, True)
+    assert retry.json()["judgement_id"] == first.json()["judgement_id"]
+    other = submit(client, aid, tokens["ann"], json={"ranking": list(ids.values())})
     assert other.status_code == 409 and "different judgement" in other.json()["detail"]
     nxt = client.get("/api/projects/1/next", headers=bearer(tokens["ann"])).json()
     assert nxt == {"assignment": None, "progress": {"done": 1, "remaining": 0}}
@@ -75,7 +80,7 @@ def test_auth_required_everywhere(client, tokens):
 def test_labeler_cannot_see_or_write_another_labelers_assignment(client, tokens, hot_db):
     aid, ids = claim(client, tokens["ann"])
     assert client.get(f"/api/assignments/{aid}", headers=bearer(tokens["bob"])).status_code == 404
-    r = client.post(f"/api/assignments/{aid}/judgement", json={"ranking": list(ids.values())}, headers=bearer(tokens["bob"]))
+    r = submit(client, aid, tokens["bob"], json={"ranking": list(ids.values())})
     assert r.status_code == 404
     assert client.get(f"/api/assignments/{aid}", headers=bearer(tokens["ann"])).json()["item"]["prompt"] == HOT_PROMPT
     assert judgements(hot_db) == 0
@@ -96,7 +101,7 @@ def test_labeler_cannot_see_or_write_another_labelers_assignment(client, tokens,
 ])
 def test_invalid_submissions_get_422_with_a_clear_message(client, tokens, hot_db, make_body, message):
     aid, by_text = claim(client, tokens["ann"])
-    r = client.post(f"/api/assignments/{aid}/judgement", json=make_body(list(by_text.values())), headers=bearer(tokens["ann"]))
+    r = submit(client, aid, tokens["ann"], json=make_body(list(by_text.values())))
     assert r.status_code == 422
     assert message in r.json()["detail"]
     assert judgements(hot_db) == 0
@@ -104,13 +109,16 @@ def test_invalid_submissions_get_422_with_a_clear_message(client, tokens, hot_db
 
 def test_malformed_json_is_422(client, tokens):
     aid, _ = claim(client, tokens["ann"])
-    r = client.post(f"/api/assignments/{aid}/judgement", content=b"{not json", headers=bearer(tokens["ann"]) | {"Content-Type": "application/json"})
+    r = client.post(
+        f"/api/assignments/{aid}/judgement", content=b"{not json",
+        headers=bearer(tokens["ann"]) | {"Content-Type": "application/json"},
+    )
     assert r.status_code == 422
 
 
 def test_flag_is_stored_with_reason(client, tokens, hot_db):
     aid, _ = claim(client, tokens["bob"])
-    r = client.post(f"/api/assignments/{aid}/judgement", json={"flag_reason": "prompt is unclear"}, headers=bearer(tokens["bob"]))
+    r = submit(client, aid, tokens["bob"], json={"flag_reason": "prompt is unclear"})
     assert r.status_code == 201 and r.json()["kind"] == "flag"
     with hot_db.session() as s:
         row = store.project_judgements(s, store.get_project(s, 1))[0]
@@ -137,7 +145,8 @@ def test_admin_api_creates_labelers_and_excludes(client, tokens, hot_db):
     assert client.post("/api/admin/labelers", json={"name": "dan"}, headers=bearer(ADMIN)).status_code == 409
     assert client.post("/api/admin/labelers", json={"name": "<b>"}, headers=bearer(ADMIN)).status_code == 422
     bob = r.json()["id"] - 2
-    assert client.put(f"/api/admin/projects/1/exclusions/{bob}", json={"reason": "test"}, headers=bearer(ADMIN)).status_code == 204
+    r = client.put(f"/api/admin/projects/1/exclusions/{bob}", json={"reason": "test"}, headers=bearer(ADMIN))
+    assert r.status_code == 204
     with hot_db.session() as s:
         assert store.excluded_labelers(s, store.get_project(s, 1)) == {"bob": "test"}
     assert client.delete(f"/api/admin/projects/1/exclusions/{bob}", headers=bearer(ADMIN)).status_code == 204
@@ -153,7 +162,7 @@ def test_admin_pages(client, tokens, hot_db):
     created = client.post("/admin/labelers", data={"name": "eve"})
     assert "Labeler <strong>eve</strong> created" in created.text and "rlhf_" in created.text
     aid, ids = claim(client, tokens["ann"])
-    client.post(f"/api/assignments/{aid}/judgement", json={"ranking": list(ids.values())}, headers=bearer(tokens["ann"]))
+    submit(client, aid, tokens["ann"], json={"ranking": list(ids.values())})
     page = client.get("/admin/projects/1")
     assert page.status_code == 200 and "Krippendorff" in page.text and 'data-labeler="ann"' in page.text
     r = client.post("/admin/projects/1/labelers/1/exclusion", data={"excluded": "true"})
@@ -161,3 +170,16 @@ def test_admin_pages(client, tokens, hot_db):
     with hot_db.session() as s:
         assert list(store.excluded_labelers(s, store.get_project(s, 1))) == ["ann"]
     assert "Include again" in client.get("/admin/projects/1").text
+
+
+def test_pages_escape_untrusted_text(hot_db, tokens):
+    from rlhf.feedback import import_generations
+    from rlhf.types import Generation
+
+    import_generations(hot_db, [Generation("x", "<script>alert(1)</script>", ("<b>a</b>", "b"))], "xss")
+    app = create_app(ServeConfig(admin_token=ADMIN), hot_db)
+    with TestClient(app) as c:
+        c.cookies.set("rlhf_token", tokens["ann"])
+        page = c.get("/projects/2").text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>a</b>" not in page

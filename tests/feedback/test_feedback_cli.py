@@ -21,7 +21,8 @@ def test_import_labelers_agreement_export(tmp_path):
     db = str(tmp_path / "fb.db")
     run = CliRunner().invoke
 
-    r = run(app, ["feedback", "import", "-g", str(gens), "--db", db, "-p", "hot", "--instructions", str(instructions), "--k", "3"])
+    r = run(app, ["feedback", "import", "-g", str(gens), "--db", db, "-p", "hot",
+                  "--instructions", str(instructions), "--k", "3"])
     assert r.exit_code == 0, r.output
     assert "added 1 items" in r.output
     r = run(app, ["feedback", "labelers", "add", "l1", "l2", "l3", "--db", db])

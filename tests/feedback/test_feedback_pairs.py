@@ -7,11 +7,22 @@ import re
 import pytest
 
 from rlhf.feedback.pairs import (
-    IndexPair, borda_consensus, bradley_terry_consensus, consensus, pairs_from_thumbs, pairs_from_tiers,
-    thumbs_consensus, weight_by_agreement,
+    IndexPair,
+    borda_consensus,
+    bradley_terry_consensus,
+    consensus,
+    pairs_from_thumbs,
+    pairs_from_tiers,
+    thumbs_consensus,
+    weight_by_agreement,
 )
 from rlhf.feedback.rankings import (
-    InvalidJudgement, borda_points, fractional_ranks, normalize_ranking, normalize_thumbs, tiers_from_scores,
+    InvalidJudgement,
+    borda_points,
+    fractional_ranks,
+    normalize_ranking,
+    normalize_thumbs,
+    tiers_from_scores,
 )
 
 AGREE, DISSENT = ((1,), (0,), (2,)), ((2,), (0,), (1,))

@@ -12,8 +12,17 @@ from feedback_helpers import ADMIN, AIRCON, HOT_PROMPT, NOT_HOT, NOTHING, genera
 from sqlalchemy import text
 
 from rlhf.data import read_pairs
-from rlhf.feedback import ExportConfig, ServeConfig, SimulationConfig, add_labelers, agreement, export_pairs
-from rlhf.feedback import import_generations, open_database, store
+from rlhf.feedback import (
+    ExportConfig,
+    ServeConfig,
+    SimulationConfig,
+    add_labelers,
+    agreement,
+    export_pairs,
+    import_generations,
+    open_database,
+    store,
+)
 from rlhf.feedback.labelers import SimulatedLabeler, run_simulated_labelers
 from rlhf.feedback.server import serve_in_background
 
@@ -31,7 +40,8 @@ def test_design_notes_example_through_the_real_app(hot_db, db_path, tmp_path):
                 task = c.get("/api/projects/1/next").json()["assignment"]
                 assert task["item"]["prompt"] == HOT_PROMPT
                 ids = {comp["text"]: comp["id"] for comp in task["item"]["completions"]}
-                r = c.post(f"/api/assignments/{task['assignment_id']}/judgement", json={"ranking": [ids[t] for t in order]})
+                body = {"ranking": [ids[t] for t in order]}
+                r = c.post(f"/api/assignments/{task['assignment_id']}/judgement", json=body)
                 assert r.status_code == 201
         report = httpx.get(url + "/api/admin/projects/1/agreement", headers={"Authorization": f"Bearer {ADMIN}"}).json()
         assert report["flagged"] == ["labeler3"]
@@ -74,7 +84,9 @@ def test_concurrent_labelers_lose_and_double_nothing(db, db_path):
     errors: list[str] = []
     barrier = threading.Barrier(n_labelers)
     with uvicorn_process(db_path) as (url, _):
-        threads = [threading.Thread(target=_labeler_loop, args=(url, t, barrier, acked, errors)) for t in tokens.values()]
+        threads = [
+            threading.Thread(target=_labeler_loop, args=(url, t, barrier, acked, errors)) for t in tokens.values()
+        ]
         for t in threads:
             t.start()
         for t in threads:

@@ -13,10 +13,17 @@ from sqlalchemy.exc import IntegrityError
 
 from rlhf.data import DataError, read_pairs
 from rlhf.feedback import (
-    ExportConfig, add_labeler, add_labelers, agreement, exclude_flagged, export_pairs, import_generations, open_database,
+    ExportConfig,
+    add_labeler,
+    add_labelers,
+    agreement,
+    exclude_flagged,
+    export_pairs,
+    import_generations,
+    open_database,
     set_excluded,
+    store,
 )
-from rlhf.feedback import store
 from rlhf.feedback.migrations import current_revision
 from rlhf.feedback.rankings import InvalidJudgement
 from rlhf.feedback.store import JudgementInput
@@ -93,7 +100,8 @@ def test_submission_is_idempotent_and_private(hot_db):
         a = store.next_assignment(s, a_lab, p)
         ids = [c.id for c in a.item.completions]
         j, created = store.submit_judgement(s, a_lab, a.id, JudgementInput(ranking=[ids[1], [ids[0], ids[2]]]))
-        again, created_again = store.submit_judgement(s, a_lab, a.id, JudgementInput(ranking=[ids[1], [ids[2], ids[0]]]))
+        retry = JudgementInput(ranking=[ids[1], [ids[2], ids[0]]])  # same tie, listed in another order
+        again, created_again = store.submit_judgement(s, a_lab, a.id, retry)
         assert created and not created_again and again.id == j.id and j.ranking == [[1], [0, 2]]
         with pytest.raises(store.Conflict):
             store.submit_judgement(s, a_lab, a.id, JudgementInput(ranking=ids))
@@ -168,7 +176,8 @@ def test_thumbs_project_exports_up_over_down(db, tmp_path):
         for name, v in votes.items():
             lab = store.get_labeler(s, name)
             a = store.next_assignment(s, lab, p)
-            store.submit_judgement(s, lab, a.id, JudgementInput(thumbs={c.id: x for c, x in zip(a.item.completions, v)}))
+            thumbs = {c.id: x for c, x in zip(a.item.completions, v)}
+            store.submit_judgement(s, lab, a.id, JudgementInput(thumbs=thumbs))
     summary = export_pairs(db, "t", ExportConfig(), tmp_path)
     assert (summary.pairs, summary.dropped_ties) == (2, 1)
     assert {(p.chosen, p.rejected) for p in read_pairs(tmp_path / "pairs.jsonl")} == {

@@ -12,7 +12,9 @@ from rlhf.cli._common import ConfigOpt, SetOpt, build_config, console, err_conso
 from rlhf.cli.app import app
 from rlhf.feedback.config import DEFAULT_DB, AgreementConfig, ExportConfig, ImportConfig, ServeConfig
 
-feedback = typer.Typer(help="Human feedback: import items, manage labelers, check agreement, export pairs.", no_args_is_help=True)
+feedback = typer.Typer(
+    help="Human feedback: import items, manage labelers, check agreement, export pairs.", no_args_is_help=True
+)
 labelers = typer.Typer(help="Labeler accounts.", no_args_is_help=True)
 feedback.add_typer(labelers, name="labelers")
 app.add_typer(feedback, name="feedback", rich_help_panel="2. Human feedback")
@@ -37,7 +39,9 @@ def _errors() -> Iterator[None]:
 def import_(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    generations: Annotated[Optional[str], typer.Option("--generations", "-g", help="`rlhf generate` output (.jsonl).")] = None,
+    generations: Annotated[
+        Optional[str], typer.Option("--generations", "-g", help="`rlhf generate` output (.jsonl).")
+    ] = None,
     db: DbOpt = None,
     project: Annotated[Optional[str], typer.Option("--project", "-p", help="Project (created if new).")] = None,
     criterion: Annotated[Optional[str], typer.Option(help="What labelers judge by.")] = None,

@@ -113,7 +113,9 @@ def krippendorff_alpha(units: Iterable[Sequence[float]], metric: Metric = "ordin
     return 1 - (n - 1) * observed / expected if expected else math.nan
 
 
-def flag_outliers(scores: Mapping[str, float], min_gap: float = 0.5, mad_z: float = 3.0, min_labelers: int = 3) -> set[str]:
+def flag_outliers(
+    scores: Mapping[str, float], min_gap: float = 0.5, mad_z: float = 3.0, min_labelers: int = 3
+) -> set[str]:
     """Labelers whose score lies below the median of the *others* by more than max(min_gap, z*1.4826*MAD).
 
     Leave-one-out, so the outlier does not pull the reference toward itself: the design notes' "third

@@ -6,7 +6,6 @@ A bad labeler ranks in reverse: the design notes' labeler "who may have misunder
 from __future__ import annotations
 
 import hashlib
-import logging
 import random
 import threading
 import time

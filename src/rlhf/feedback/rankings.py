@@ -30,7 +30,9 @@ def normalize_ranking(ranking: Sequence[int | Sequence[int]], ids: Sequence[int]
             raise InvalidJudgement(f"ranking tier {t + 1} is empty")
         unknown = [c for c in members if c not in index]
         if unknown:
-            raise InvalidJudgement(f"ranking names completion(s) {unknown} that are not in this item; expected {sorted(ids)}")
+            raise InvalidJudgement(
+                f"ranking names completion(s) {unknown} that are not in this item; expected {sorted(ids)}"
+            )
         seen += members
         tiers.append(tuple(sorted(index[c] for c in members)))
     dupes = sorted({c for c in seen if seen.count(c) > 1})

@@ -22,7 +22,12 @@ from rlhf.feedback.agreement import AgreementReport, Rating, agreement_report
 from rlhf.feedback.config import AgreementConfig, ExportConfig, ImportConfig
 from rlhf.feedback.db import Database, open_database
 from rlhf.feedback.pairs import (
-    IndexPair, consensus, pairs_from_thumbs, pairs_from_tiers, thumbs_consensus, weight_by_agreement,
+    IndexPair,
+    consensus,
+    pairs_from_thumbs,
+    pairs_from_tiers,
+    thumbs_consensus,
+    weight_by_agreement,
 )
 from rlhf.feedback.tables import Item, Project
 from rlhf.types import Generation, PreferencePair
@@ -155,7 +160,9 @@ def _pair_record(item: Item, p: IndexPair, extra: dict) -> dict:
     return PreferencePair(item.prompt, texts[p.chosen], texts[p.rejected], p.weight, meta).to_dict()
 
 
-def export_pairs(db: Database, project: str | int, cfg: ExportConfig = ExportConfig(), out_dir: str | Path | None = None) -> ExportSummary:
+def export_pairs(
+    db: Database, project: str | int, cfg: ExportConfig = ExportConfig(), out_dir: str | Path | None = None
+) -> ExportSummary:
     """Consensus rankings and pairs (preferred first) from the non-excluded labelers' judgements.
 
     Writes pairs.jsonl (read by `rlhf.data.read_pairs`), rankings.jsonl, export_summary.json,
@@ -203,7 +210,8 @@ def export_pairs(db: Database, project: str | int, cfg: ExportConfig = ExportCon
             record = {"votes": list(votes)}
             for r in usable if cfg.raw_pairs else ():
                 raw += [_pair_record(item, q, base | {"labeler": r.labeler}) for q in pairs_from_thumbs(r.thumbs)[0]]
-        pairs += [_pair_record(item, q, base | {"method": cfg.method if mode == "rank" else "thumbs"}) for q in item_pairs]
+        method = {"method": cfg.method if mode == "rank" else "thumbs"}
+        pairs += [_pair_record(item, q, base | method) for q in item_pairs]
         rankings.append({
             "id": item.external_id, "prompt": item.prompt, "completions": [c.text for c in item.completions],
             **record, "labelers": [r.labeler for r in usable], "flags": len(judged) - len(usable),

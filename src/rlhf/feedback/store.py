@@ -38,7 +38,9 @@ def create_project(
         raise ValueError("labelers_per_item must be >= 1")
     if s.scalar(select(Project.id).where(Project.name == name)) is not None:
         raise Conflict(f"project {name!r} already exists")
-    p = Project(name=name, criterion=criterion, instructions=instructions, mode=mode, labelers_per_item=labelers_per_item)
+    p = Project(
+        name=name, criterion=criterion, instructions=instructions, mode=mode, labelers_per_item=labelers_per_item
+    )
     s.add(p)
     s.flush()
     return p

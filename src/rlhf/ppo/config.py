@@ -46,6 +46,8 @@ class PPOConfig:
     """Passes (K) over each rollout batch."""
     lr: float = 3e-4
     """AdamW learning rate."""
+    value_lr_mult: float = 10.0
+    """The value head learns at lr x this: it starts at zero and must reach the reward scale fast."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     max_grad_norm: float = 1.0

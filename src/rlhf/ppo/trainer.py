@@ -43,7 +43,12 @@ class PPOTrainer:
         model.eval()  # dropout off for the whole run: old and new log-probs must come from the same function
         self.reference = ReferencePolicy(model.policy)  # before any update: a frozen copy when LoRA is off
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        value_ids = {id(p) for p in model.value_head.parameters()}
+        groups = [
+            {"params": [p for p in self.params if id(p) not in value_ids], "lr": cfg.lr},
+            {"params": [p for p in self.params if id(p) in value_ids], "lr": cfg.lr * cfg.value_lr_mult},
+        ]
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
         self.kl_ctl = make_kl_controller(cfg.kl_coef, cfg.adaptive_kl, cfg.target_kl, cfg.kl_horizon)
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)

@@ -109,5 +109,8 @@ def create_app(settings: ServeConfig = ServeConfig(), db: Database | None = None
 
 
 def create_app_from_env() -> FastAPI:
-    """uvicorn factory: `uvicorn --factory rlhf.feedback.web.app:create_app_from_env` (RLHF_FEEDBACK_DB, RLHF_ADMIN_TOKEN)."""
+    """uvicorn factory (`uvicorn --factory rlhf.feedback.web.app:create_app_from_env`).
+
+    Reads RLHF_FEEDBACK_DB (store path or URL) and RLHF_ADMIN_TOKEN.
+    """
     return create_app(ServeConfig(db=os.environ.get("RLHF_FEEDBACK_DB", ServeConfig.db)))

@@ -52,7 +52,9 @@ def upgrade() -> None:
         sa.Column("prompt", sa.Text(), nullable=False),
         sa.Column("metadata", sa.JSON(), nullable=False),
         sa.Column("n_assigned", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], name="fk_items_project_id_projects", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["project_id"], ["projects.id"], name="fk_items_project_id_projects", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_items"),
         sa.UniqueConstraint("project_id", "external_id", name="uq_items_project_external"),
     )

@@ -44,7 +44,9 @@ def admin_index(request: Request, _: AdminOnly, s: SessionDep) -> Response:
 
 
 @router.post("/labelers")
-def admin_add_labeler(request: Request, _: AdminOnly, s: SessionDep, name: Annotated[str, Form(max_length=200)] = "") -> Response:
+def admin_add_labeler(
+    request: Request, _: AdminOnly, s: SessionDep, name: Annotated[str, Form(max_length=200)] = ""
+) -> Response:
     try:
         lab, token = store.create_labeler(s, name)
     except (ValueError, store.Conflict) as e:

@@ -8,8 +8,17 @@ from rlhf.feedback import store
 from rlhf.feedback.service import project_agreement
 from rlhf.feedback.web.deps import AdminOnly, CurrentLabeler, SessionDep
 from rlhf.feedback.web.schemas import (
-    AssignmentOut, ExclusionIn, JudgementIn, JudgementOut, LabelerCreated, LabelerIn, NextOut, ProgressOut,
-    ProjectOut, assignment_out, project_out,
+    AssignmentOut,
+    ExclusionIn,
+    JudgementIn,
+    JudgementOut,
+    LabelerCreated,
+    LabelerIn,
+    NextOut,
+    ProgressOut,
+    ProjectOut,
+    assignment_out,
+    project_out,
 )
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -85,7 +94,9 @@ def admin_agreement(project_id: int, _: AdminOnly, s: SessionDep) -> dict:
 
 
 @router.put("/admin/projects/{project_id}/exclusions/{labeler_id}", status_code=204)
-def admin_exclude(project_id: int, labeler_id: int, _: AdminOnly, s: SessionDep, body: ExclusionIn | None = None) -> None:
+def admin_exclude(
+    project_id: int, labeler_id: int, _: AdminOnly, s: SessionDep, body: ExclusionIn | None = None
+) -> None:
     p, lab = store.get_project(s, project_id), store.get_labeler(s, labeler_id)
     store.set_excluded(s, p, lab, True, body.reason if body else "")
     s.commit()

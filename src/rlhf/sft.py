@@ -1,0 +1,163 @@
+"""Supervised fine-tuning on prompt/response pairs, with the loss on response tokens only.
+
+Used by constitutional AI's supervised stage (fine-tune on the model's own revisions), and usable
+on any prompt/response JSONL. LoRA by default; the adapter is saved in peft's format.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from rlhf.config import save_config
+from rlhf.data import DataError, JsonlAppender, read_records
+from rlhf.generation import format_prompt
+from rlhf.models.lora import LoraSettings, apply_lora, save_adapter
+from rlhf.models.registry import DEFAULT_POLICY, load_causal_lm
+
+log = logging.getLogger(__name__)
+
+RESPONSE_FIELDS = ("response", "revision", "completion", "chosen")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    model: str = DEFAULT_POLICY
+    """Model to fine-tune (alias, folder or hub id)."""
+    data: str = "runs/constitutional/sft.jsonl"
+    """JSONL/CSV/Parquet with `prompt` and a response field: response, revision, completion or chosen."""
+    out_dir: str = "runs/sft"
+    """Output folder: adapter/ (peft) or policy/ (full weights), metrics.jsonl, sft.yaml."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """LoRA settings (lora.enabled=false trains every weight)."""
+    epochs: float = 2.0
+    """Passes over the data (fractions allowed)."""
+    lr: float = 2e-4
+    """AdamW learning rate."""
+    batch_size: int = 8
+    """Examples per optimizer step."""
+    max_length: int = 256
+    """Prompt + response tokens; the prompt is cut from the left first so the response survives."""
+    system_prompt: str | None = None
+    """Optional system message in the chat template."""
+    seed: int = 0
+    """Shuffling and initialisation seed."""
+    threads: int | None = None
+    """torch CPU threads (null = torch's default)."""
+
+
+@dataclass
+class SFTBatch:
+    input_ids: torch.Tensor  # (B, L) right-padded
+    attention_mask: torch.Tensor  # (B, L)
+    labels: torch.Tensor  # (B, L): response token ids, -100 on prompt and padding
+
+
+@dataclass
+class SFTResult:
+    out_dir: Path
+    policy_dir: Path
+    steps: int
+    losses: list[float]
+
+
+def read_sft_records(path: str | Path) -> list[tuple[str, str]]:
+    """(prompt, response) pairs; the response is the first present of RESPONSE_FIELDS."""
+    out = []
+    for lineno, rec in read_records(path, required=("prompt",)):
+        key = next((k for k in RESPONSE_FIELDS if isinstance(rec.get(k), str)), None)
+        if key is None:
+            raise DataError(f"{path}:{lineno}: needs a response field, one of {', '.join(RESPONSE_FIELDS)}")
+        out.append((rec["prompt"], rec[key]))
+    return out
+
+
+def encode_example(tokenizer, prompt: str, response: str, max_length: int, system: str | None = None) -> tuple[list[int], int]:
+    """Token ids of prompt + response + EOS, and how many leading ids belong to the prompt."""
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    p_ids = tokenizer(format_prompt(tokenizer, prompt, system), add_special_tokens=not templated)["input_ids"]
+    r_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    r_ids = r_ids[:max_length]
+    p_ids = p_ids[max(0, len(p_ids) - (max_length - len(r_ids))) :] if len(r_ids) < max_length else []
+    return p_ids + r_ids, len(p_ids)
+
+
+def collate(examples: Sequence[tuple[list[int], int]], pad_id: int) -> SFTBatch:
+    """Right-pad; labels are -100 wherever the loss must not look (prompt, padding)."""
+    L = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), L), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), L), dtype=torch.long)
+    labels = torch.full((len(examples), L), -100, dtype=torch.long)
+    for i, (seq, n_prompt) in enumerate(examples):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+        labels[i, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
+    return SFTBatch(ids, mask, labels)
+
+
+def response_nll(model, batch: SFTBatch) -> torch.Tensor:
+    """Mean next-token NLL over response tokens only (scalar)."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]  # (B, L-1, V)
+    targets = batch.labels[:, 1:]  # (B, L-1)
+    return torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100)
+
+
+def train_sft(
+    cfg: SFTConfig,
+    records: Sequence[tuple[str, str]] | None = None,
+    model_and_tokenizer: tuple | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> SFTResult:
+    """Fine-tune on (prompt, response) pairs; `records` overrides `cfg.data`."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "sft.yaml")
+    records = list(records) if records is not None else read_sft_records(cfg.data)
+    model, tok = model_and_tokenizer or load_causal_lm(cfg.model)
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora)
+    model.eval()  # dropout off: the data are the model's own revisions, no need to regularise per step
+    examples = [encode_example(tok, p, r, cfg.max_length, cfg.system_prompt) for p, r in records]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total = max(1, round(cfg.epochs * steps_per_epoch))
+    rng = random.Random(cfg.seed)
+    order: list[int] = []
+    losses = []
+    (out / "metrics.jsonl").unlink(missing_ok=True)  # no resume: a re-run starts over
+    with JsonlAppender(out / "metrics.jsonl") as mlog:
+        for step in range(1, total + 1):
+            if len(order) < cfg.batch_size:
+                fresh = list(range(len(examples)))
+                rng.shuffle(fresh)
+                order += fresh
+            idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+            t0 = time.perf_counter()
+            loss = response_nll(model, collate([examples[i] for i in idx], tok.pad_token_id))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            losses.append(loss.item())
+            mlog.append({"step": step, "loss": losses[-1], "seconds": time.perf_counter() - t0})
+            if on_step:
+                on_step(step, total, losses[-1])
+    if cfg.lora.enabled:
+        policy_dir = save_adapter(model, out / "adapter", tok)
+    else:
+        policy_dir = out / "policy"
+        model.save_pretrained(policy_dir)
+        tok.save_pretrained(policy_dir)
+    log.info("SFT: %d steps, loss %.3f -> %.3f; saved %s", total, losses[0], losses[-1], policy_dir)
+    return SFTResult(out, policy_dir, total, losses)
