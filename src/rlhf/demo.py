@@ -87,7 +87,7 @@ class DemoConfig:
     """Stage 1 settings (model, prompts and out_dir are set by the demo)."""
     reward: RewardTrainConfig = field(default_factory=lambda: RewardTrainConfig(epochs=3.0, eval_fraction=0.15, max_length=192))
     """Stage 4 settings (pairs, model and out_dir are set by the demo)."""
-    ppo: PPOConfig = field(default_factory=PPOConfig)
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(max_steps=20, time_limit_min=9.0))
     """Stage 5 settings (model, prompts, reward and out_dir are set by the demo)."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     """Stage 6 settings (models, prompts, rewards and out_dir are set by the demo)."""

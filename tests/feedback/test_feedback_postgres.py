@@ -61,6 +61,8 @@ def _local_cluster():
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     except subprocess.CalledProcessError as e:
         pytest.skip(f"could not start a local PostgreSQL: {e.stderr.decode()[-300:]}")
+    except OSError as e:  # e.g. no runuser / postgres user
+        pytest.skip(f"could not start a local PostgreSQL: {e}")
     finally:
         subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"]), capture_output=True)
         shutil.rmtree(root, ignore_errors=True)

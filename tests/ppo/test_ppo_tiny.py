@@ -151,3 +151,22 @@ def test_full_weights_and_separate_critic(tmp_path, tiny_tok):
     assert saved["value_head.weight"].abs().sum() > 0  # trained from its zero init
     model, _ = load_ppo_policy(tmp_path)
     torch.testing.assert_close(model.lm_head.weight, res.model.lm.lm_head.weight)
+
+
+def test_evaluate_policy_scores_held_out_prompts_and_kl(tiny_tok):
+    from rlhf.config import load_config as load
+    from rlhf.generation import SamplingConfig
+    from rlhf.models.reference import ReferencePolicy
+    from rlhf.ppo.rollout import evaluate_policy
+
+    cfg = load(PPOConfig, None, ["lora.r=4"])
+    policy, tok = build_policy(cfg, tiny_policy(tiny_tok), tiny_tok)
+    texts = [p.prompt for p in PROMPTS]
+    res = evaluate_policy(policy, tok, texts, FunctionReward(count_e), SamplingConfig(10, 1.0), batch_size=3,
+                          max_prompt_tokens=64, reference=ReferencePolicy(policy.policy))
+    assert len(res.completions) == len(texts) == len(res.rewards)
+    assert res.rewards == [c.count("e") / 4 for c in res.completions]
+    assert res.mean_reward == pytest.approx(sum(res.rewards) / len(texts))
+    assert res.kl == 0.0  # adapter still zero: the policy is the reference
+    again = evaluate_policy(policy, tok, texts, FunctionReward(count_e), SamplingConfig(10, 1.0), batch_size=3, max_prompt_tokens=64)
+    assert again.completions == res.completions and again.kl != again.kl  # seeded; nan without a reference

@@ -16,7 +16,7 @@ def ppo(
     set_: SetOpt = None,
     model: Annotated[Optional[str], typer.Option(help="Policy alias, folder or hub id (also the frozen reference).")] = None,
     prompts: Annotated[Optional[str], typer.Option(help="Prompt file or built-in set (helpful, redteam).")] = None,
-    reward: Annotated[Optional[str], typer.Option(help="Reward spec, e.g. scorer:toxicity or python:module:fn.")] = None,
+    reward: Annotated[Optional[str], typer.Option(help="Reward: rm:FOLDER (trained reward model), classifier:MODEL, scorer:toxicity or python:module:fn.")] = None,
     out_dir: Annotated[Optional[str], typer.Option("--out", "-o", help="Output folder.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Maximum PPO steps.")] = None,
     lora: Annotated[Optional[bool], typer.Option("--lora/--full", help="Train a LoRA adapter or all weights.")] = None,

@@ -21,14 +21,14 @@ class PPOConfig:
     limit: int | None = None
     """Use only the first N prompts (after the split filter)."""
     reward: str = "scorer:toxicity"
-    """Reward spec for the CLI: scorer:NAME, python:module:fn, or a reward model (see rlhf.reward.functions)."""
+    """Reward spec when no RewardFunction is passed: rm:FOLDER, classifier:MODEL, scorer:NAME or python:module:fn."""
     out_dir: str = "runs/ppo"
     """Output folder: adapter/ (or policy/), value_head.safetensors, metrics.jsonl, tb/, ppo.yaml, checkpoint.pt."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """LoRA adapter settings; with lora.enabled=false all weights train and the reference is a frozen copy."""
     separate_critic: bool = False
     """Give the value function its own trunk (a copy, trained in full) instead of sharing the policy's."""
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=40, temperature=1.0))
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=32, temperature=1.0))
     """Rollout sampling; log-probs are recomputed at this temperature."""
     max_prompt_tokens: int = 128
     """Prompts longer than this keep their last tokens."""
@@ -36,7 +36,7 @@ class PPOConfig:
     """Optional system message for the chat template."""
     batch_size: int = 16
     """Episodes (prompts, one completion each) per PPO step."""
-    mini_batch_size: int = 8
+    mini_batch_size: int = 4
     """Episodes per optimizer step; batch_size / mini_batch_size optimizer steps per PPO epoch."""
     grad_accum_steps: int = 1
     """Micro-batches per mini-batch (gradient accumulation); each holds mini_batch_size / grad_accum_steps rows."""
@@ -44,7 +44,7 @@ class PPOConfig:
     """Rows per no-grad forward when computing old/reference log-probs and values (null = mini-batch micro size)."""
     ppo_epochs: int = 2
     """Passes (K) over each rollout batch."""
-    lr: float = 3e-4
+    lr: float = 5e-4
     """AdamW learning rate."""
     value_lr_mult: float = 10.0
     """The value head learns at lr x this: it starts at zero and must reach the reward scale fast."""
@@ -66,13 +66,13 @@ class PPOConfig:
     """GAE lambda."""
     whiten_advantages: bool = True
     """Normalise advantages to zero mean and unit variance over each batch."""
-    kl_coef: float = 0.05
+    kl_coef: float = 0.1
     """Initial beta, the per-token KL penalty weight in the reward."""
     adaptive_kl: bool = True
     """Adapt beta towards target_kl (Ziegler et al. 2019); false keeps beta fixed."""
     target_kl: float = 3.0
     """Target KL to the reference, summed over a response (nats), for the adaptive controller."""
-    kl_horizon: int = 200
+    kl_horizon: int = 64
     """Adaptive controller horizon in episodes: beta moves by at most 20% x batch_size / horizon per step."""
     kl_estimator: KLEstimator = "k1"
     """Per-token KL estimator used in the reward penalty: k1 (log-ratio), k2 (squared), k3 (Schulman)."""

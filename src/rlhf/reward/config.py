@@ -36,8 +36,9 @@ class RewardTrainConfig:
     """Pairs per forward pass at evaluation."""
     epochs: float = 2.0
     """Passes over the training pairs (fractions allowed)."""
-    lr: float = 3e-5
-    """Peak learning rate of the trunk (and of LoRA adapters)."""
+    lr: float = 1e-4
+    """Peak learning rate of the trunk (and of LoRA adapters); 1e-4 suits MiniLM (see docs/reward.md), use less for
+    larger full fine-tunes."""
     head_lr: float | None = 1e-3
     """Peak learning rate of the freshly initialised score head; null = `lr`."""
     weight_decay: float = 0.01

@@ -111,6 +111,9 @@ def create_app(settings: ServeConfig = ServeConfig(), db: Database | None = None
 def create_app_from_env() -> FastAPI:
     """uvicorn factory (`uvicorn --factory rlhf.feedback.web.app:create_app_from_env`).
 
-    Reads RLHF_FEEDBACK_DB (store path or URL) and RLHF_ADMIN_TOKEN.
+    Reads RLHF_FEEDBACK_DB (store path or URL), RLHF_ADMIN_TOKEN and RLHF_SQLITE_SYNCHRONOUS (FULL or NORMAL).
     """
-    return create_app(ServeConfig(db=os.environ.get("RLHF_FEEDBACK_DB", ServeConfig.db)))
+    return create_app(ServeConfig(
+        db=os.environ.get("RLHF_FEEDBACK_DB", ServeConfig.db),
+        synchronous=os.environ.get("RLHF_SQLITE_SYNCHRONOUS", ServeConfig.synchronous),  # type: ignore[arg-type]
+    ))
