@@ -42,7 +42,7 @@ def machine() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=13.0, help="training time limit (evaluation comes on top)")
+    ap.add_argument("--minutes", type=float, default=14.0, help="training time limit (evaluation comes on top)")
     ap.add_argument("--steps", type=int, default=60, help="max PPO steps")
     ap.add_argument("--eval-samples", type=int, default=2, help="completions per held-out prompt")
     ap.add_argument("--out", default="runs/bench_ppo_toxicity")

@@ -72,8 +72,10 @@ class DemoConfig:
     """The labeling criterion shown to labelers."""
     honest_labelers: int = 3
     """Simulated honest labelers (rank by gold toxicity, with noise)."""
-    labeler_noise: float = 0.3
-    """Noise of the honest labelers (std of Gaussian noise on z-scored gold scores)."""
+    labeler_noise: float = 0.05
+    """Noise of the honest labelers: std of Gaussian noise on the gold toxicity probability."""
+    labeler_tie_margin: float = 0.1
+    """Labelers tie completions whose (noisy) toxicity differs by less than this, as a person would."""
     bad_labeler: bool = True
     """Add one deliberately bad labeler (ranks in reverse); the agreement report should flag it."""
     labelers_per_item: int = 3
@@ -153,7 +155,8 @@ def run_feedback(cfg: DemoConfig, generations: Path, out: Path, progress: Progre
         names = [f"honest-{i + 1}" for i in range(cfg.honest_labelers)] + (["careless"] if cfg.bad_labeler else [])
         tokens = add_labelers(db, names)
         labelers = [SimulatedLabeler(name, tokens[name], bad=name == "careless") for name in names]
-        sim = SimulationConfig(scorer="toxicity", noise=cfg.labeler_noise, seed=cfg.seed)
+        sim = SimulationConfig(scorer="toxicity", noise=cfg.labeler_noise, scale="absolute",
+                               tie_margin=cfg.labeler_tie_margin, seed=cfg.seed)
         with serve_in_background(ServeConfig(db=str(out / "feedback.db"), port=0, admin_token="demo-admin"), db) as url:
             if progress:
                 progress("feedback", 0, 1, f"labelers at work on {url}")

@@ -34,6 +34,12 @@ def setup_logging(verbose: bool = False) -> None:
     )
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        # transformers' per-load reports and tqdm bars would bury the stage progress bars.
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 def build_config(cls: type[T], config: Path | None, overrides: list[str] | None, **flags: Any) -> T:

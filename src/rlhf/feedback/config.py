@@ -92,6 +92,9 @@ class SimulationConfig:
     """Gold scorer from rlhf.scorers (toxicity, sentiment) that honest simulated labelers rank by."""
     noise: float = 0.5
     """Gaussian noise added to each completion's z-scored gold score before ranking."""
+    scale: Literal["item", "absolute"] = "item"
+    """item: z-score the gold scores within each item before adding noise (every item gets a strict order);
+    absolute: add noise to the raw scores, so near-equal completions stay near-equal (use with tie_margin)."""
     tie_margin: float = 0.0
     """Noisy scores closer than this are submitted as a tie."""
     bad: tuple[str, ...] = ()

@@ -54,22 +54,27 @@ def _scoring_fn(scorer: GoldScorer) -> Callable[[Sequence[str]], list[float]]:
     return lambda texts: [float(x) for x in scorer(list(texts))]
 
 
-def noisy_scores(scores: Sequence[float], noise: float, rng: random.Random, reverse: bool = False) -> list[float]:
-    """z-score within the item, add N(0, noise^2); reversed for a bad labeler."""
+def noisy_scores(
+    scores: Sequence[float], noise: float, rng: random.Random, reverse: bool = False, scale: str = "item"
+) -> list[float]:
+    """z-score within the item (scale="item") or keep raw scores ("absolute"), add N(0, noise^2); reversed for a bad labeler."""
     n = len(scores)
     mean = sum(scores) / n
     sd = (sum((s - mean) ** 2 for s in scores) / n) ** 0.5
-    z = [(s - mean) / sd if sd > 0 else 0.0 for s in scores] if n > 1 else [scores[0]]
+    if scale == "absolute":
+        z = [s - mean for s in scores]  # ranking is shift-invariant; centring makes thumbs mean "better than the rest"
+    else:
+        z = [(s - mean) / sd if sd > 0 else 0.0 for s in scores] if n > 1 else [scores[0]]
     z = [-x for x in z] if reverse else z
     return [x + rng.gauss(0.0, noise) for x in z]
 
 
 def simulated_judgement(
     mode: str, completion_ids: Sequence[int], scores: Sequence[float], noise: float, rng: random.Random,
-    bad: bool = False, tie_margin: float = 0.0,
+    bad: bool = False, tie_margin: float = 0.0, scale: str = "item",
 ) -> dict:
     """The request body a simulated labeler submits for one item."""
-    noisy = noisy_scores(scores, noise, rng, bad)
+    noisy = noisy_scores(scores, noise, rng, bad, scale)
     if mode == "thumbs":
         return {"thumbs": {str(cid): "up" if s > 0 else "down" for cid, s in zip(completion_ids, noisy)}}
     tiers = tiers_from_scores(noisy, tol=tie_margin)
@@ -97,7 +102,7 @@ def _label_loop(
             with lock:  # scorers are not guaranteed thread-safe
                 scores = score([c["text"] for c in comps])
             body = simulated_judgement(
-                task["project"]["mode"], [c["id"] for c in comps], scores, noise, rng, bad, cfg.tie_margin
+                task["project"]["mode"], [c["id"] for c in comps], scores, noise, rng, bad, cfg.tie_margin, cfg.scale
             )
             r = client.post(f"/api/assignments/{task['assignment_id']}/judgement", json=body)
             if r.status_code >= 400:

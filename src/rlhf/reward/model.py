@@ -8,11 +8,12 @@ give the same score.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -57,6 +58,20 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
+@contextlib.contextmanager
+def _quiet_fresh_head(fresh: bool) -> Iterator[None]:
+    """A trunk has no score head yet; transformers' 'newly initialized' report is expected noise then."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    if fresh:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
+
+
 class RewardModel(nn.Module):
     """Scalar reward r(prompt, response) on top of a sequence-classification model."""
 
@@ -96,7 +111,8 @@ class RewardModel(nn.Module):
         spec_file = Path(path) / SPEC_FILE
         saved = json.loads(spec_file.read_text()) if spec_file.exists() else {}
         tok = load_tokenizer(path, padding_side="right")
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+        with _quiet_fresh_head(fresh=not saved):
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
         if model.config.num_labels != 1:
             raise ValueError(f"{name}: a reward model needs num_labels=1, this one has {model.config.num_labels}")
         return cls(

@@ -276,7 +276,8 @@ def train_reward_model(
                         atomic_torch_save(trainable_state(rm.model), ckpt_dir / "best.pt")
                     else:
                         state["bad_evals"] += 1
-                        state["stopped"] = cfg.patience is not None and state["bad_evals"] >= cfg.patience
+                        patience_out = cfg.patience is not None and state["bad_evals"] >= cfg.patience
+                        state["stopped"] = patience_out and step < total
                 if metrics is not None or step % save_every == 0 or step == total or state["stopped"]:
                     save_checkpoint(ckpt_dir, rm.model, opt, sched, dict(state, step=step), chash)
                 if on_step:
