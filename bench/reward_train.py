@@ -1,6 +1,7 @@
 """Training pairs/s: `train_reward_model` vs TRL's `RewardTrainer`, same model, data, batch size and max length.
 
-    flock /tmp/rlhf-bench.lock .venv/bin/python bench/reward_train.py [--pairs 384] [--batch-size 16] [--max-length 256]
+    flock /tmp/rlhf-bench.lock .venv/bin/python bench/reward_train.py [--pairs 320] [--batch-size 16] \
+        [--max-length 256] [--threads 1]
 
 Both train MiniLM (AutoModelForSequenceClassification, num_labels=1, its native CLS-pooler head,
 fp32, dropout off) on the same HH-RLHF harmless pairs, tokenised once by our encoder (so TRL sees
@@ -8,6 +9,8 @@ exactly the same token ids and nothing is filtered by its max_length), one epoch
 TRL runs with bf16=False and gradient_checkpointing=False (its defaults target GPUs; both would
 only slow it down on this CPU). Throughput is steady-state: pairs of steps 2..N-1 over the time
 between the end of step 1 and the end of step N-1, taken from each trainer's per-step callback.
+One torch thread by default: the two cores here are shared, and with two threads a busy neighbour
+makes both trainers stall on thread synchronisation, which swamps the difference being measured.
 """
 
 from __future__ import annotations
@@ -80,10 +83,10 @@ def run_trl(pairs, args, out: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=int, default=384)
+    ap.add_argument("--pairs", type=int, default=320)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -204,7 +204,7 @@ def run_demo(
 
     def should_run(name: str) -> bool:
         run = name == only if only else not stages.done(name)
-        if on_stage:
+        if on_stage and (run or not only):
             on_stage(name, "start" if run else "skip")
         return run
 
