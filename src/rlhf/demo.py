@@ -217,8 +217,8 @@ def run_demo(
     if should_run("generate"):
         t0 = time.perf_counter()
         st = run_generate(sc["generate"], on_progress=lambda d, t: on_progress and on_progress("generate", d, t, "prompts"))
-        done("generate", {"completions": str(Path(sc["generate"].out_dir) / "completions.jsonl"),
-                          "tokens_per_s": round(st.tokens_per_s, 1)}, t0)
+        tps = round(st.tokens_per_s, 1) if st.completions else stages.data.get("generate", {}).get("tokens_per_s")
+        done("generate", {"completions": str(Path(sc["generate"].out_dir) / "completions.jsonl"), "tokens_per_s": tps}, t0)
 
     # 2-3. human feedback (simulated labelers through the HTTP API), agreement, export
     if should_run("feedback"):

@@ -124,3 +124,9 @@ def test_evaluate_counts_pairs_in_both_orders(tmp_path, tiny_lm_dir):
     bwd = evaluate(rm, encode(rm, swapped, 0.0))
     assert fwd.accuracy + bwd.accuracy == pytest.approx(1.0)
     assert fwd.mean_margin == pytest.approx(-bwd.mean_margin, abs=1e-5)
+
+
+def test_resume_refuses_changed_data(tmp_path, tiny_lm_dir):
+    train_reward_model(cfg(tmp_path, tiny_lm_dir, epochs=1), synthetic_pairs(40))
+    with pytest.raises(ValueError, match="different config or data"):
+        train_reward_model(cfg(tmp_path, tiny_lm_dir, epochs=1), synthetic_pairs(40, seed=1))

@@ -43,7 +43,7 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler, config_hash: str)
     ckpt = torch.load(folder / "state.pt", weights_only=False)
     if ckpt["config_hash"] != config_hash:
         raise ConfigError(
-            f"{folder}: checkpoint was written with a different config; use another out_dir or set resume=false"
+            f"{folder}: checkpoint was written with a different config or data; use another out_dir or set resume=false"
         )
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     if unexpected:

@@ -121,9 +121,12 @@ def evaluate(rm: RewardModel, pairs: Sequence[EncodedPair], batch_size: int = 64
 # ------------------------------------------------------------------------------------ setup
 
 
-def _config_hash(cfg: RewardTrainConfig) -> str:
-    d = {k: v for k, v in to_dict(cfg).items() if k not in _RESUME_SAFE}
-    return hashlib.sha1(repr(sorted(d.items())).encode()).hexdigest()[:16]
+def _run_hash(cfg: RewardTrainConfig, pairs: Sequence[PreferencePair]) -> str:
+    """Identifies config + data, so a checkpoint is only resumed by the run that wrote it."""
+    h = hashlib.sha1(repr(sorted((k, v) for k, v in to_dict(cfg).items() if k not in _RESUME_SAFE)).encode())
+    for p in pairs:
+        h.update(repr((p.prompt, p.chosen, p.rejected, p.weight)).encode())
+    return h.hexdigest()[:16]
 
 
 def _build_model(cfg: RewardTrainConfig):
@@ -221,7 +224,7 @@ def train_reward_model(
     ckpt_dir = out / "checkpoint"
     state = {"step": 0, "best_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": False, "train_seconds": 0.0,
              "pairs_done": 0}
-    chash = _config_hash(cfg)
+    chash = _run_hash(cfg, train_pairs + eval_pairs)
     if cfg.resume and (ckpt_dir / "state.pt").exists():
         state = load_checkpoint(ckpt_dir, rm.model, opt, sched, chash)
         log.info("resuming from step %d", state["step"])
