@@ -59,6 +59,17 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch
     return torch.logsumexp(logits, dim=-1) - (logits.softmax(-1) * logits).sum(-1)
 
 
+def logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`logprobs_from_logits` and `entropy_from_logits` sharing one logsumexp: (B, T, V) -> (B, T), (B, T)."""
+    logits = logits.float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, T, 1)
+    logprobs = (logits.gather(-1, tokens.unsqueeze(-1)) - lse).squeeze(-1)
+    entropy = lse.squeeze(-1) - (torch.exp(logits - lse) * logits).sum(-1)
+    return logprobs, entropy
+
+
 def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: KLEstimator = "k1") -> torch.Tensor:
     """Per-token estimate of KL(pi || pi_ref) from sampled tokens: (B, T) -> (B, T).
 

@@ -8,10 +8,11 @@ from typing import Sequence
 import torch
 
 from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, eos_ids, sample
+from rlhf.models.lora import merged_for_sampling
 from rlhf.models.reference import ReferencePolicy
 from rlhf.models.value_head import PolicyWithValueHead
 from rlhf.ppo.experience import Rollout
-from rlhf.ppo.losses import entropy_from_logits, logprobs_from_logits, masked_whiten
+from rlhf.ppo.losses import logprobs_and_entropy, logprobs_from_logits, masked_whiten
 from rlhf.reward.functions import RewardFunction
 
 
@@ -26,7 +27,8 @@ def generate_rollout(
 ) -> Rollout:
     """Sample one completion per prompt with the shared KV-cache sampler (left padding, EOS stop)."""
     ids, mask = encode_prompts(tokenizer, prompts, max_prompt_tokens, system_prompt)
-    out = sample(model.lm, ids, mask, sampling, eos_ids(tokenizer, model.lm), tokenizer.pad_token_id, generator)
+    with merged_for_sampling(model.policy):
+        out = sample(model.lm, ids, mask, sampling, eos_ids(tokenizer, model.lm), tokenizer.pad_token_id, generator)
     return Rollout(
         prompts=list(prompts), completions=decode_responses(tokenizer, out), sequences=out.sequences,
         attention_mask=out.attention_mask, response_mask=out.response_mask, finished=out.finished,
@@ -84,8 +86,7 @@ def forward_experience(
         attn = rollout.attention_mask[start : start + chunk]
         out = model(seq, attn, P)
         resp = seq[:, P:]
-        lp = logprobs_from_logits(out.logits, resp, temperature)
-        ent = entropy_from_logits(out.logits, temperature)
+        lp, ent = logprobs_and_entropy(out.logits, resp, temperature)
         del out.logits
         ref = reference.logprobs(seq, attn, P, temperature)
         parts.append((lp, ref, out.values, ent))

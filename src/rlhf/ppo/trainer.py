@@ -141,15 +141,11 @@ class PPOTrainer:
         return metrics
 
     # ------------------------------------------------------------------ optimisation
-    def minibatch_forward(self, mb: Experience) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """New log-probs, values and entropy for a minibatch: (b, T) each, entropy with grad only if used."""
+    def minibatch_forward(self, mb: Experience) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """New log-probs, values and (only when the bonus is on) entropy for a minibatch: (b, T) each."""
         out = self.model(mb.sequences, mb.attention_mask, mb.prompt_len)
         logprobs = logprobs_from_logits(out.logits, mb.responses, self.cfg.sampling.temperature)
-        if self.cfg.ent_coef > 0:
-            entropy = entropy_from_logits(out.logits, self.cfg.sampling.temperature)
-        else:
-            with torch.no_grad():
-                entropy = entropy_from_logits(out.logits.detach(), self.cfg.sampling.temperature)
+        entropy = entropy_from_logits(out.logits, self.cfg.sampling.temperature) if self.cfg.ent_coef > 0 else None
         return logprobs, out.values, entropy
 
     def optimise(self, exp: Experience) -> dict[str, float]:
@@ -168,8 +164,10 @@ class PPOTrainer:
                     m = mb.response_mask
                     pl = ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, m, cfg.clip_range)
                     vl = clipped_value_loss(values, mb.old_values, mb.returns, m, cfg.clip_range_value)
-                    ent = masked_mean(entropy, m)
-                    loss = pl.loss + cfg.vf_coef * vl.loss - cfg.ent_coef * ent
+                    loss = pl.loss + cfg.vf_coef * vl.loss
+                    if entropy is not None:
+                        ent = masked_mean(entropy, m)
+                        loss = loss - cfg.ent_coef * ent
                     if not torch.isfinite(loss):
                         finite = False  # non-finite guard: drop this whole minibatch update
                         break
@@ -178,8 +176,7 @@ class PPOTrainer:
                         "loss/policy": pl.loss.item(), "loss/value": vl.loss.item(), "loss/total": loss.item(),
                         "policy/clipfrac": pl.clipfrac.item(), "policy/approx_kl": pl.approx_kl.item(),
                         "policy/ratio_mean": float(masked_mean(pl.ratio, m)), "value/clipfrac": vl.clipfrac.item(),
-                        "policy/entropy": ent.item(),
-                    })
+                    } | ({"policy/entropy": ent.item()} if entropy is not None else {}))
                 if finite:
                     norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                     finite = bool(torch.isfinite(norm))

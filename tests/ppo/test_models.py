@@ -1,0 +1,59 @@
+import torch
+
+from rlhf.models.lora import LoraSettings, apply_lora, merged_for_sampling
+from rlhf.models.reference import ReferencePolicy
+from rlhf.models.value_head import PolicyWithValueHead
+from rlhf.ppo.losses import entropy_from_logits, logprobs_and_entropy, logprobs_from_logits
+from tiny import tiny_llama
+
+
+def _lora_with_nonzero_update(tok):
+    model = apply_lora(tiny_llama(len(tok)), LoraSettings(r=4))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    return model
+
+
+def test_merged_sampling_matches_the_adapter_and_restores_weights_exactly(tiny_tok):
+    model = _lora_with_nonzero_update(tiny_tok)
+    ids = tiny_tok(["hot house", "thank you"], return_tensors="pt", padding=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        want = model(**ids).logits
+        with merged_for_sampling(model):
+            merged = model(**ids).logits
+        again = model(**ids).logits
+    torch.testing.assert_close(merged, want, rtol=1e-4, atol=1e-5)
+    assert torch.equal(again, want)  # adapter path back on
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n  # base weights bit-identical: no merge/unmerge drift
+
+
+def test_value_head_is_zero_initialised_and_shares_the_forward(tiny_tok):
+    model = PolicyWithValueHead(_lora_with_nonzero_update(tiny_tok))
+    ids = tiny_tok(["hot house", "the quick brown fox"], return_tensors="pt", padding=True)
+    seq = torch.cat([ids["input_ids"], torch.tensor([[5, 6, 7], [8, 9, 10]])], dim=1)
+    attn = torch.cat([ids["attention_mask"], torch.ones(2, 3, dtype=torch.long)], dim=1)
+    P = ids["input_ids"].shape[1]
+    out = model(seq, attn, P)
+    assert out.logits.shape == (2, 3, len(tiny_tok)) and out.values.shape == (2, 3)
+    assert torch.equal(out.values, torch.zeros(2, 3))
+    # the response logits are the full model's logits at positions P-1 .. P+T-2
+    full = model.lm(input_ids=seq, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).logits
+    torch.testing.assert_close(out.logits, full[:, P - 1 : -1], rtol=1e-5, atol=1e-6)
+    # the reference is the same weights with the adapter off
+    ref = ReferencePolicy(model.policy).logprobs(seq, attn, P)
+    with model.policy.disable_adapter(), torch.no_grad():
+        base = logprobs_from_logits(model(seq, attn, P, with_values=False).logits, seq[:, P:])
+    assert torch.equal(ref, base)
+    assert not torch.equal(ref, logprobs_from_logits(out.logits.detach(), seq[:, P:]))
+
+
+def test_logprobs_and_entropy_share_one_logsumexp():
+    g = torch.Generator().manual_seed(0)
+    logits, tok = torch.randn(2, 5, 11, generator=g) * 3, torch.randint(0, 11, (2, 5), generator=g)
+    lp, ent = logprobs_and_entropy(logits, tok, 0.7)
+    torch.testing.assert_close(lp, logprobs_from_logits(logits, tok, 0.7))
+    torch.testing.assert_close(ent, entropy_from_logits(logits, 0.7))
