@@ -57,3 +57,6 @@ def test_logprobs_and_entropy_share_one_logsumexp():
     lp, ent = logprobs_and_entropy(logits, tok, 0.7)
     torch.testing.assert_close(lp, logprobs_from_logits(logits, tok, 0.7))
     torch.testing.assert_close(ent, entropy_from_logits(logits, 0.7))
+    with torch.no_grad():  # the in-place no-grad path gives the same numbers
+        lp2, ent2 = logprobs_and_entropy(logits, tok, 0.7)
+    torch.testing.assert_close((lp2, ent2), (lp, ent))

@@ -66,7 +66,11 @@ def logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature
         logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (B, T, 1)
     logprobs = (logits.gather(-1, tokens.unsqueeze(-1)) - lse).squeeze(-1)
-    entropy = lse.squeeze(-1) - (torch.exp(logits - lse) * logits).sum(-1)
+    if torch.is_grad_enabled():
+        weighted = torch.exp(logits - lse) * logits
+    else:  # one (B, T, V) temporary instead of three: this runs on whole rollout chunks
+        weighted = (logits - lse).exp_().mul_(logits)
+    entropy = lse.squeeze(-1) - weighted.sum(-1)
     return logprobs, entropy
 
 
