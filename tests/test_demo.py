@@ -5,14 +5,16 @@ import json
 from typer.testing import CliRunner
 
 from rlhf.cli import app
+from rlhf.config import load_config
 from rlhf.data import read_pairs
+from rlhf.demo import DemoConfig, stage_configs
 
 TINY = [
     "train_prompts=12", "eval_prompts=6", "generate.sampling.max_new_tokens=8", "reward.epochs=1",
     # the tiny model's completions differ little in toxicity: noiseless labelers keep a strict order
     "labeler_noise=0", "labeler_tie_margin=0",
     "ppo.max_steps=2", "ppo.batch_size=4", "ppo.mini_batch_size=2", "ppo.sampling.max_new_tokens=8",
-    "ppo.checkpoint_every=1", "evaluate.sampling.max_new_tokens=8",
+    "ppo.checkpoint_every=1",
 ]
 
 
@@ -29,6 +31,7 @@ def test_demo_end_to_end_then_resume(tiny_lm_dir, tmp_path):
     assert len(gens) == 12 and all(len(g["completions"]) == 4 for g in gens)
     fb = stages["feedback"]
     assert fb["excluded"] == ["careless"]  # the reversed labeler is flagged and left out
+    assert fb["agreement"]["alpha_kept"] > fb["agreement"]["alpha"]  # agreement rises without them
     assert sum(fb["judgements"].values()) == 12 * 3  # k = 3 labelers per item
     pairs = read_pairs(out / "feedback" / "pairs.jsonl")
     assert len(pairs) == fb["pairs"] > 0
@@ -40,6 +43,7 @@ def test_demo_end_to_end_then_resume(tiny_lm_dir, tmp_path):
     assert summary["num_prompts"] == 6 and summary["toxicity_before"] is not None
     html = (out / "evaluate" / "report.html").read_text()
     assert "Reward model accuracy" in html and "PPO KL to reference" in html and "Reward-hacking check" in html
+    assert "without the excluded ones" in html
     assert "report:" in res.output and "reward model: held-out pairwise accuracy" in res.output
 
     # Re-running skips finished stages; --stage re-runs one alone.
@@ -49,3 +53,12 @@ def test_demo_end_to_end_then_resume(tiny_lm_dir, tmp_path):
     res = CliRunner().invoke(app, args + ["--stage", "evaluate"])
     assert res.exit_code == 0, res.output
     assert (out / "evaluate" / "summary.json").stat().st_mtime_ns > before
+
+
+def test_stage_configs_evaluate_like_ppo_trains():
+    # The hacking check compares the eval KL with PPO's target: both must sample alike.
+    cfg = load_config(DemoConfig, None, ["out_dir=runs/x", "ppo.sampling.max_new_tokens=24", "ppo.target_kl=4"])
+    sc = stage_configs(cfg)
+    assert sc["evaluate"].sampling == sc["ppo"].sampling and sc["evaluate"].sampling.max_new_tokens == 24
+    assert sc["evaluate"].kl_target == 4.0 and sc["evaluate"].rewards == ("rm:runs/x/reward",)
+    assert sc["ppo"].reward == "rm:runs/x/reward" and sc["ppo"].out_dir == "runs/x/ppo"

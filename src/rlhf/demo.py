@@ -92,7 +92,7 @@ class DemoConfig:
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(max_steps=20, time_limit_min=9.0))
     """Stage 5 settings (model, prompts, reward and out_dir are set by the demo)."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    """Stage 6 settings (models, prompts, rewards and out_dir are set by the demo)."""
+    """Stage 6 settings (models, prompts, rewards, out_dir and sampling, which is PPO's, are set by the demo)."""
 
 
 @dataclass
@@ -135,7 +135,9 @@ def stage_configs(cfg: DemoConfig) -> dict[str, Any]:
                    reward=f"rm:{root / 'reward'}", out_dir=str(root / "ppo"), seed=cfg.seed, threads=cfg.threads),
         "evaluate": rep(cfg.evaluate, aligned=str(root / "ppo"), base=cfg.policy, prompts=cfg.prompts, split="eval",
                         limit=cfg.eval_prompts, rewards=(f"rm:{root / 'reward'}",), out_dir=str(root / "evaluate"),
-                        seed=cfg.seed, kl_target=cfg.ppo.target_kl if cfg.ppo.adaptive_kl else None),
+                        seed=cfg.seed, kl_target=cfg.ppo.target_kl if cfg.ppo.adaptive_kl else None,
+                        # PPO's own sampling, so the KL to base is measured as in training and compares with its target
+                        sampling=cfg.ppo.sampling),
     }
 
 
@@ -163,13 +165,14 @@ def run_feedback(cfg: DemoConfig, generations: Path, out: Path, progress: Progre
             simulated = run_simulated_labelers(url, imported.project_id, labelers, cfg=sim)
         report = agreement(db, "demo", AgreementConfig())
         excluded = exclude_flagged(db, "demo", AgreementConfig())
+        alpha_kept = agreement(db, "demo", AgreementConfig()).alpha if excluded else report.alpha
         exported = export_pairs(db, "demo", ExportConfig(out_dir=str(out), project="demo"), out_dir=out)
     finally:
         db.close()
     return {
         "items": imported.items, "labelers": names, "judgements": dict(simulated.judgements),
         "errors": list(simulated.errors), "excluded": list(excluded), "pairs": exported.pairs,
-        "dropped_ties": exported.dropped_ties, "agreement": agreement_dict(report),
+        "dropped_ties": exported.dropped_ties, "agreement": agreement_dict(report) | {"alpha_kept": alpha_kept},
     }
 
 

@@ -21,6 +21,7 @@ from rlhf.config import save_config
 from rlhf.data import read_prompts, resolve_prompts, write_json, write_jsonl
 from rlhf.evaluate.metrics import HackingCheck, distinct_n, reward_hacking_check, summarize, win_outcomes, win_rate
 from rlhf.generation import SamplingConfig, SampleOutput, decode_responses, encode_prompts, eos_ids, response_logprobs, sample
+from rlhf.models.lora import merged_for_sampling
 from rlhf.models.registry import DEFAULT_POLICY, load_causal_lm
 from rlhf.reward.functions import RewardFunction, load_reward_function
 from rlhf.scorers import get_scorer
@@ -55,7 +56,8 @@ class EvaluateConfig:
     seed: int = 0
     """Sampling seed (the same for both policies, batch by batch)."""
     kl_target: float | None = None
-    """The KL target used in training; the hacking check flags KL far past it."""
+    """PPO's KL target (nats per response); the hacking check flags KL far past it. Compare like with like:
+    sample with the rollout's settings, since KL per response grows with length and depends on temperature."""
     num_examples: int = 8
     """Side-by-side examples in the report (largest improvements and regressions)."""
 
@@ -188,7 +190,8 @@ def run_evaluate(
             base_s, _ = _sample_all(aligned, tok, prompts, cfg, on_batch=tick("sampling base"))
     else:
         base_s, _ = _sample_all(base, tok, prompts, cfg, on_batch=tick("sampling base"))
-    aligned_s, aligned_outs = _sample_all(aligned, tok, prompts, cfg, on_batch=tick("sampling aligned"))
+    with merged_for_sampling(aligned):  # plain matmuls: decode is latency-bound on CPU
+        aligned_s, aligned_outs = _sample_all(aligned, tok, prompts, cfg, on_batch=tick("sampling aligned"))
     # 2. score
     if on_progress:
         on_progress("scoring", done[0], 2 * n_batches)

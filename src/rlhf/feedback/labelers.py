@@ -85,8 +85,6 @@ def _label_loop(
     base_url: str, project_id: int, lab: SimulatedLabeler, score: Callable, lock: threading.Lock,
     cfg: SimulationConfig, summary: SimulationSummary,
 ) -> None:
-    seed = int(hashlib.sha1(f"{cfg.seed}:{lab.name}".encode()).hexdigest()[:8], 16)
-    rng = random.Random(seed)
     noise = cfg.noise if lab.noise is None else lab.noise
     bad = lab.bad or lab.name in cfg.bad
     done = 0
@@ -99,6 +97,8 @@ def _label_loop(
             if task is None:
                 break
             comps = task["item"]["completions"]
+            # Noise seeded per (labeler, item): a judgement does not depend on the order items were served in.
+            rng = random.Random(int(hashlib.sha1(f"{cfg.seed}:{lab.name}:{task['item']['id']}".encode()).hexdigest()[:8], 16))
             with lock:  # scorers are not guaranteed thread-safe
                 scores = score([c["text"] for c in comps])
             body = simulated_judgement(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -15,6 +16,14 @@ from typing import Iterator
 import torch
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    # peft 0.x still reads `is_gradient_checkpointing`, which transformers 5 deprecates: noise for users.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,8 @@ def apply_lora(model: torch.nn.Module, cfg: LoraSettings) -> torch.nn.Module:
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
         bias="none", task_type="CAUSAL_LM",
     )
-    peft_model = get_peft_model(model, peft_cfg)
+    with _quiet_peft():
+        peft_model = get_peft_model(model, peft_cfg)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     log.info("LoRA r=%d on %s: %d trainable of %d parameters", cfg.r, targets, trainable, total)
@@ -72,7 +82,8 @@ def load_adapter(base: torch.nn.Module, path: str | Path, merge: bool = False, t
     """Attach a saved adapter to `base`; `merge=True` folds it into the weights (plain transformers model)."""
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
+    with _quiet_peft():
+        model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
     if merge:
         model = model.merge_and_unload()
     return model.eval()

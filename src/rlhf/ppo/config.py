@@ -66,13 +66,13 @@ class PPOConfig:
     """GAE lambda."""
     whiten_advantages: bool = True
     """Normalise advantages to zero mean and unit variance over each batch."""
-    kl_coef: float = 0.05
+    kl_coef: float = 0.1
     """Initial beta, the per-token KL penalty weight in the reward."""
     adaptive_kl: bool = True
     """Adapt beta towards target_kl (Ziegler et al. 2019); false keeps beta fixed."""
     target_kl: float = 6.0
     """Target KL to the reference, summed over a response (nats), for the adaptive controller."""
-    kl_horizon: int = 64
+    kl_horizon: int = 32
     """Adaptive controller horizon in episodes: beta moves by at most 20% x batch_size / horizon per step."""
     kl_estimator: KLEstimator = "k1"
     """Per-token KL estimator used in the reward penalty: k1 (log-ratio), k2 (squared), k3 (Schulman)."""
