@@ -19,15 +19,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
+from _machine import machine
 from rouge_score import rouge_scorer
 
 from rlhf.config import load_config
 from rlhf.data import read_records, write_jsonl
 from rlhf.evaluate.run import EvaluateConfig, run_evaluate
 from rlhf.evaluate.metrics import bootstrap_mean
-
-sys.path.insert(0, str(Path(__file__).parent))
-from ppo_toxicity import machine  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dialogsum.test.jsonl.gz"
 INSTRUCTION = "Summarize the following conversation."
@@ -43,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     if not args.data.exists():
         sys.exit(f"{args.data}: not found (this benchmark needs ../shared/data)")
-    if not (Path(args.aligned) / "adapter").exists() and not (Path(args.aligned) / "adapter_config.json").exists():
+    if not Path(args.aligned).exists():
         sys.exit(f"{args.aligned}: no aligned policy there; run `make demo` first or pass --aligned")
 
     with gzip.open(args.data, "rt") as f:
@@ -74,7 +73,7 @@ def main() -> None:
         }
     s = res.summary["policies"]
     print()
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(f'torch {torch.__version__}', f'{torch.get_num_threads()} threads')}")
     print(f"DialogSum test, first {len(rows)} dialogues; base {cfg.base} vs aligned {cfg.aligned}; greedy, "
           f"{cfg.sampling.max_new_tokens} new tokens; {res.summary['seconds']:.0f} s")
     print(f"{'':>10} {'toxicity (mean p)':>18} {'ROUGE-L F1':>11} {'95% CI':>17} {'length':>7}")

@@ -22,22 +22,12 @@ import time
 from pathlib import Path
 
 import httpx
+from _machine import machine
 
 from rlhf.feedback import add_labelers, import_generations, open_database
 from rlhf.types import Generation
 
 ADMIN = "bench-admin"
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
-            f"{platform.system()} {platform.release()}")
 
 
 def free_port() -> int:
@@ -141,7 +131,7 @@ def main() -> None:
         (f"ours, {args.clients} clients, NORMAL", run(args, args.clients, "NORMAL", args.seconds)),
         ("ours, 1 client, FULL", run(args, 1, "FULL", min(args.seconds, 10.0))),
     ]
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(f'Python {platform.python_version()}', f'SQLite {sqlite3.sqlite_version}', f'{platform.system()} {platform.release()}')}")
     print(f"setup:   1 uvicorn worker, SQLite WAL (synchronous FULL = fsync per commit, the default; NORMAL survives "
           f"kill -9 but not power loss), httpx asyncio clients on loopback, {args.items} items x {args.completions} "
           f"completions, k={args.k}; each row a fresh store; every acknowledged judgement stored exactly once")

@@ -9,10 +9,10 @@ Both sample 4 completions for each of 16 built-in helpfulness prompts with SmolL
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
+from _machine import machine
 
 from rlhf.data import read_prompts, resolve_prompts
 from rlhf.generation import SamplingConfig, encode_prompts, eos_ids, sample
@@ -65,7 +65,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 results[name][0] += fn(ids, mask, 1000 * r + i)
                 results[name][1] += time.perf_counter() - t0
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"machine: {machine(f'{torch.get_num_threads()} threads', f'torch {torch.__version__}')}")
     print(f"SmolLM2-135M-Instruct fp32, {args.prompts} prompts x {args.n} completions, batch {args.batch_size}, "
           f"max_new_tokens {args.max_new_tokens}, T=0.8 top-p=0.95, {args.repeats} repeats")
     print(f"{'sampler':<24}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}")

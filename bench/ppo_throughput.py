@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
+
+from _machine import machine
 
 SHAPES = {
     "gpt2-124m": dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024),
@@ -158,12 +159,7 @@ def worker(a) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+def versions() -> list[str]:
     import torch
     import transformers
 
@@ -173,7 +169,7 @@ def machine() -> str:
         trl_v = trl.__version__
     except ImportError:
         trl_v = "not installed"
-    return f"{cpu}, {os.cpu_count()} cores; torch {torch.__version__}, transformers {transformers.__version__}, trl {trl_v}"
+    return [f"torch {torch.__version__}", f"transformers {transformers.__version__}", f"trl {trl_v}"]
 
 
 def main() -> None:
@@ -192,7 +188,7 @@ def main() -> None:
         worker(a)
         return
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(*versions())}")
     print(f"settings: batch {a.batch} episodes/step, {a.minibatches} minibatches, {a.epochs} PPO epochs, "
           f"{a.length} response tokens, {a.steps} steps (first = warm-up), {a.threads} threads, fp32")
     header = f"{'model':>10} {'mode':>5} {'impl':>5} {'episodes/s':>11} {'gen tok/s':>10} {'peak RSS MB':>12}"

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import time
 
 import torch
+from _machine import machine
 
 from rlhf.config import load_config
 from rlhf.data import read_prompts, resolve_prompts
@@ -26,18 +25,6 @@ from rlhf.ppo import PPOConfig, train_ppo
 from rlhf.ppo.rollout import evaluate_policy
 from rlhf.ppo.train import build_policy
 from rlhf.reward.functions import load_reward_function
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def main() -> None:
@@ -87,7 +74,7 @@ def main() -> None:
         return sum(x < 0.5 for x in r.rewards) / len(r.rewards)
 
     print()
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(f'torch {torch.__version__}', f'{torch.get_num_threads()} threads')}")
     print(f"model {cfg.model} + LoRA r={cfg.lora.r}; reward = {reward.name}; {res.steps} PPO steps x {cfg.batch_size} "
           f"episodes in {train_min:.1f} min (stop: {res.stop_reason}); total {total_min:.1f} min incl. evaluation")
     print(f"held-out: {len(held_out)} completions ({len(held_out) // args.eval_samples} eval prompts x {args.eval_samples}), "

@@ -14,14 +14,13 @@ import argparse
 import gzip
 import json
 import logging
-import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _machine import machine
 
 from rlhf.config import load_config
 from rlhf.reward.config import RewardTrainConfig
@@ -67,8 +66,7 @@ def main() -> None:
     rm = RewardModel.from_pretrained(res.out_dir)
     m = evaluate(rm, encode(rm, test, 0.0), cfg.eval_batch_size)
     wall = time.perf_counter() - t0
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(f"\nmachine: {machine(f'torch {torch.__version__}', f'{torch.get_num_threads()} threads')}")
     print(f"command: .venv/bin/python bench/reward_hh.py {' '.join(shlex.quote('--set=' + s) for s in args.set)}")
     keys = ("max_length", "batch_size", "epochs", "lr", "head_lr", "pooling")
     print(f"config: {json.dumps({k: getattr(cfg, k) for k in keys})}")

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _machine import machine
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reward_hh import DATA, load_hh  # noqa: E402
@@ -101,9 +100,7 @@ def main() -> None:
             theirs.append(run_trl(pairs, args, Path(tmp) / f"trl{i}"))
             print(f"round {i + 1}: ours {ours[-1]:.2f} pairs/s, TRL {theirs[-1]:.2f} pairs/s", flush=True)
     o, t = max(ours), max(theirs)
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-          f"({args.threads} threads), "
-          f"trl {trl.__version__}")
+    print(f"\nmachine: {machine(f'torch {torch.__version__} ({args.threads} threads)', f'trl {trl.__version__}')}")
     print(f"MiniLM reward model, {args.pairs} HH-RLHF pairs, batch {args.batch_size} pairs, "
           f"max_length {args.max_length}, "
           f"best of {args.repeats}")

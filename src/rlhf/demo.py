@@ -165,7 +165,7 @@ def run_feedback(cfg: DemoConfig, generations: Path, out: Path, progress: Progre
             simulated = run_simulated_labelers(url, imported.project_id, labelers, cfg=sim)
         report = agreement(db, "demo", AgreementConfig())
         excluded = exclude_flagged(db, "demo", AgreementConfig())
-        alpha_kept = agreement(db, "demo", AgreementConfig()).alpha if excluded else report.alpha
+        alpha_kept = agreement(db, "demo", AgreementConfig()).alpha  # over the labelers still counted
         exported = export_pairs(db, "demo", ExportConfig(out_dir=str(out), project="demo"), out_dir=out)
     finally:
         db.close()
