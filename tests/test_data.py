@@ -52,6 +52,20 @@ def test_split_filter_and_ids(tmp_path):
     assert ev.prompt == "b" and len(ev.id) == 12 and ev.metadata == {"split": "eval"}
 
 
+def test_prompts_without_split_are_split_by_hash_never_both(tmp_path, caplog):
+    from rlhf.data import hash_split
+
+    lines = "".join(f'{{"id": "p{i}", "prompt": "prompt {i}"}}\n' for i in range(200))
+    f = write(tmp_path / "p.jsonl", lines)
+    train, ev = read_prompts(f, split="train"), read_prompts(f, split="eval")
+    assert {p.id for p in train}.isdisjoint({p.id for p in ev})
+    assert len(train) + len(ev) == 200
+    assert 20 <= len(ev) <= 60  # 20% expected
+    assert all(hash_split(p.id) == "eval" and p.metadata["split"] == "eval" for p in ev)
+    assert "200 prompt(s) have no 'split' field" in caplog.text
+    assert len(read_prompts(f)) == 200  # no split asked: everything
+
+
 def test_csv_parquet_and_datasets(tmp_path):
     import datasets
 

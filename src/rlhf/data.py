@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 from rlhf.types import Generation, PreferencePair, Prompt
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -202,21 +205,41 @@ def stable_id(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
+HASH_EVAL_SHARE = 0.2
+"""Share of prompts without a `split` field that `hash_split` puts in the eval split."""
+
+
+def hash_split(prompt_id: str, eval_share: float = HASH_EVAL_SHARE) -> str:
+    """'train' or 'eval' from a hash of the id: stable across runs and machines, and independent of file order."""
+    h = int.from_bytes(hashlib.sha256(prompt_id.encode("utf-8")).digest()[:8], "little") / 2**64
+    return "eval" if h < eval_share else "train"
+
+
 def read_prompts(path: str | Path, split: str | None = None) -> list[Prompt]:
-    """Read prompts (`prompt` field; optional `id`, `split`, `metadata`), optionally one split only."""
+    """Read prompts (`prompt` field; optional `id`, `split`, `metadata`), optionally one split only.
+
+    A prompt without a `split` field is put in `train` or `eval` by a hash of its id (`hash_split`), so
+    the train and eval selections never share a prompt; a warning says how many were split that way.
+    """
     path = Path(path)
-    prompts, seen = [], {}
+    prompts, seen, hashed = [], {}, 0
     for lineno, rec in read_records(path, required=("prompt",)):
-        if split is not None and rec.get("split", split) != split:
-            continue
         pid = str(rec["id"]) if rec.get("id") not in (None, "") else stable_id(rec["prompt"])
         if pid in seen:
             raise DataError(f"{path}:{lineno}: duplicate id {pid!r} (first seen on line {seen[pid]})")
         seen[pid] = lineno
-        meta = dict(rec.get("metadata") or {})
-        if "split" in rec:
-            meta["split"] = rec["split"]
+        rec_split = rec.get("split")
+        if rec_split in (None, ""):
+            rec_split, hashed = hash_split(pid), hashed + 1
+        elif not isinstance(rec_split, str):
+            raise DataError(f"{path}:{lineno}: field 'split' must be a string, got {type(rec_split).__name__}")
+        if split is not None and rec_split != split:
+            continue
+        meta = dict(rec.get("metadata") or {}) | {"split": rec_split}
         prompts.append(Prompt(id=pid, prompt=rec["prompt"], metadata=meta))
+    if hashed and split is not None:
+        log.warning("%s: %d prompt(s) have no 'split' field; they were split by a hash of their id "
+                    "(%.0f%% eval, the rest train)", path, hashed, 100 * HASH_EVAL_SHARE)
     if not prompts:
         raise DataError(f"{path}: no prompts" + (f" in split {split!r}" if split else ""))
     return prompts

@@ -89,10 +89,14 @@ class DemoConfig:
     """Stage 1 settings (model, prompts and out_dir are set by the demo)."""
     reward: RewardTrainConfig = field(default_factory=lambda: RewardTrainConfig(epochs=3.0, eval_fraction=0.15, max_length=192))
     """Stage 4 settings (pairs, model and out_dir are set by the demo)."""
-    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(max_steps=20, time_limit_min=9.0))
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(max_steps=20))
     """Stage 5 settings (model, prompts, reward and out_dir are set by the demo)."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     """Stage 6 settings (models, prompts, rewards, out_dir and sampling, which is PPO's, are set by the demo)."""
+
+
+class StageIncomplete(RuntimeError):
+    """A stage stopped before its own rules said it was done (e.g. on a wall-clock limit); it is not recorded."""
 
 
 @dataclass
@@ -248,6 +252,10 @@ def run_demo(
         total = sc["ppo"].max_steps
         res = train_ppo(sc["ppo"], on_step=lambda m: on_progress and on_progress(
             "ppo", int(m.get("step", 0)), total, f"reward {m.get('reward/raw_mean', float('nan')):.3f} KL {m.get('kl/mean', float('nan')):.2f}"))
+        if not res.complete:
+            raise StageIncomplete(
+                f"ppo stopped by the clock after {res.steps} steps ({res.stop_reason}); the stage is not done. "
+                "Re-run to resume it from its checkpoint, or set ppo.time_limit_min=null.")
         done("ppo", {"steps": res.steps, "stop_reason": res.stop_reason, "policy": str(res.policy_dir),
                      "metrics": str(res.metrics_path)}, t0)
 

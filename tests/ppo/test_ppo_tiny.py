@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import PROMPTS, count_e, tiny_cfg, tiny_policy
 
-from rlhf.config import load_config
+from rlhf.config import ConfigError, load_config
 from rlhf.models.lora import load_adapter
 from rlhf.ppo import PPOConfig, load_ppo_policy, train_ppo
 from rlhf.ppo.metrics import is_timing
@@ -48,7 +48,7 @@ def test_adaptive_beta_follows_the_controller(tmp_path, tiny_tok):
     h = res.history
     for prev, cur in zip(h, h[1:]):
         err = min(max(prev["kl/mean"] / 0.5 - 1, -0.2), 0.2)
-        assert cur["kl/beta"] == pytest.approx(prev["kl/beta"] * (1 + err * 8 / 40))
+        assert cur["kl/beta"] == pytest.approx(prev["kl/beta"] * math.exp(err * 8 / 40))
     assert h[-1]["kl/mean"] > 0  # the policy moved away from the reference
 
 
@@ -94,6 +94,34 @@ def test_kill_and_resume_gives_the_same_metrics(tmp_path, tiny_tok):
     a = dict(full.model.named_parameters())
     for name, p in resumed.model.named_parameters():
         assert torch.equal(p, a[name]), name
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path, tiny_tok):
+    from rlhf.config import ConfigError
+
+    out = tmp_path / "run"
+    train_ppo(tiny_cfg(out, "max_steps=1"), FunctionReward(count_e), model=tiny_policy(tiny_tok), tokenizer=tiny_tok,
+              prompts=PROMPTS)
+    with pytest.raises(ConfigError, match=r"lr: 0.01 -> 0.02"):
+        train_ppo(tiny_cfg(out, "max_steps=2", "lr=2e-2"), FunctionReward(count_e), model=tiny_policy(tiny_tok),
+                  tokenizer=tiny_tok, prompts=PROMPTS)
+    # More steps (and other resume-safe keys) continue the same run.
+    res = train_ppo(tiny_cfg(out, "max_steps=2", "threads=1"), FunctionReward(count_e), model=tiny_policy(tiny_tok),
+                    tokenizer=tiny_tok, prompts=PROMPTS)
+    assert res.steps == 2 and [r["step"] for r in res.history] == [1, 2]
+
+
+def test_time_limit_stops_as_incomplete(tmp_path, tiny_tok):
+    res = train_ppo(tiny_cfg(tmp_path / "t", "max_steps=3", "time_limit_min=0"), FunctionReward(count_e),
+                    model=tiny_policy(tiny_tok), tokenizer=tiny_tok, prompts=PROMPTS)
+    assert (res.steps, res.stop_reason, res.complete) == (1, "time_limit", False)
+    assert json.loads((tmp_path / "t" / "result.json").read_text())["complete"] is False
+
+
+@pytest.mark.parametrize("override", ["sampling.top_p=0.9", "sampling.top_k=50", "sampling.temperature=0"])
+def test_truncated_or_greedy_rollout_sampling_is_refused(tmp_path, override):
+    with pytest.raises(ConfigError, match="off-policy"):
+        tiny_cfg(tmp_path, override)
 
 
 def test_non_finite_loss_is_skipped_and_never_reaches_the_weights(tmp_path, tiny_tok):

@@ -8,7 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rlhf.cli._common import ConfigOpt, SetOpt, build_config, console, err_console, user_errors
 from rlhf.cli.app import app
 from rlhf.cli.evaluate import print_headline
-from rlhf.demo import STAGES, DemoConfig, run_demo
+from rlhf.demo import STAGES, DemoConfig, StageIncomplete, run_demo
 
 TITLES = {
     "generate": "1. generate completions",
@@ -48,7 +48,11 @@ def demo(
             if name in tasks:
                 progress.update(tasks[name], completed=done, total=total, info=info)
 
-        result = run_demo(cfg, on_stage, on_progress, only=stage)
+        try:
+            result = run_demo(cfg, on_stage, on_progress, only=stage)
+        except StageIncomplete as e:
+            err_console.print(f"[yellow]incomplete:[/yellow] {e}")
+            raise typer.Exit(3) from None
     st = result.stages
     if "feedback" in st:
         fb = st["feedback"]

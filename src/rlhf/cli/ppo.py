@@ -52,3 +52,6 @@ def ppo(
         f"KL {final.get('kl/mean', float('nan')):.2f} nats"
     )
     console.print(f"Policy -> {res.policy_dir}; value head, metrics.jsonl, tb/ and ppo.yaml -> {res.out_dir}")
+    if not res.complete:
+        err_console.print("[yellow]incomplete:[/yellow] stopped by time_limit_min, which depends on the machine's speed; "
+                          "re-run the same command to resume from the checkpoint.")

@@ -73,7 +73,11 @@ class PPOConfig:
     target_kl: float = 6.0
     """Target KL to the reference, summed over a response (nats), for the adaptive controller."""
     kl_horizon: int = 32
-    """Adaptive controller horizon in episodes: beta moves by at most 20% x batch_size / horizon per step."""
+    """Adaptive controller horizon in episodes: beta moves by at most a factor exp(0.2 x batch_size / horizon) per step."""
+    kl_coef_min: float = 0.01
+    """The adaptive beta never goes below this (a vanishing penalty lets KL run away before the controller reacts)."""
+    kl_coef_max: float = 10.0
+    """The adaptive beta never goes above this."""
     kl_estimator: KLEstimator = "k1"
     """Per-token KL estimator used in the reward penalty: k1 (log-ratio), k2 (squared), k3 (Schulman)."""
     normalize_reward: bool = True
@@ -91,7 +95,8 @@ class PPOConfig:
     kl_budget: float | None = None
     """Stop once a step's mean KL to the reference exceeds this (nats per response); null = off."""
     time_limit_min: float | None = None
-    """Stop after the first step that ends past this many minutes of this run's training; null = off."""
+    """Stop after the first step that ends past this many minutes; null = off. A run stopped by the clock is
+    reported as incomplete (it depends on the machine's speed) and resumes from its checkpoint."""
     checkpoint_every: int = 10
     """Save a resumable checkpoint every N steps (and at the end); 0 = only at the end."""
     resume: bool = True
@@ -116,6 +121,17 @@ class PPOConfig:
             raise ValueError("max_steps must be >= 1")
         if self.adaptive_kl and self.target_kl <= 0:
             raise ValueError("target_kl must be > 0 with adaptive_kl")
+        if not 0 < self.kl_coef_min <= self.kl_coef <= self.kl_coef_max:
+            raise ValueError(f"need 0 < kl_coef_min <= kl_coef <= kl_coef_max, got {self.kl_coef_min}, {self.kl_coef}, {self.kl_coef_max}")
+        s = self.sampling
+        # Log-probs, ratios and the KL come from the full softmax at `temperature`; top-k/top-p samples from
+        # another distribution, which would make every update silently off-policy.
+        if s.temperature <= 0 or s.top_p < 1.0 or s.top_k > 0:
+            raise ValueError(
+                f"sampling.temperature must be > 0 with top_p = 1 and top_k = 0 for PPO rollouts (got temperature="
+                f"{s.temperature}, top_p={s.top_p}, top_k={s.top_k}): the policy's log-probs are computed from the "
+                "full softmax, so truncated or greedy sampling would make the updates off-policy"
+            )
 
     @property
     def micro_batch_size(self) -> int:

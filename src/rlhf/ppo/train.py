@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from rlhf.config import load_config, save_config
+from rlhf.config import ConfigError, load_config, save_config, to_dict
 from rlhf.data import atomic_write, read_prompts, resolve_prompts, write_json
 from rlhf.models.lora import apply_lora, is_peft, load_adapter, save_adapter
 from rlhf.models.registry import load_causal_lm
@@ -34,6 +34,9 @@ class PPOResult:
     """PPO steps completed in total (including steps before a resume)."""
     stop_reason: str
     """max_steps, reward_threshold, kl_budget or time_limit."""
+    complete: bool
+    """False when the run was cut by the clock (time_limit): its length depends on the machine, so it is
+    not a finished result; re-running resumes it from the checkpoint."""
     history: list[dict[str, Any]]
     """One metrics record per step (as in metrics.jsonl)."""
     policy_dir: Path
@@ -73,9 +76,35 @@ def stop_reason(cfg: PPOConfig, metrics: dict[str, Any], elapsed_s: float = 0.0)
     return None
 
 
+# Fields that may change between a run and its resume: they do not shape what the steps compute.
+RESUME_SAFE = frozenset({
+    "out_dir", "resume", "threads", "tensorboard", "checkpoint_every", "max_steps", "reward_threshold", "kl_budget",
+    "time_limit_min", "forward_batch_size",
+})
+
+
+def resume_key(cfg: PPOConfig) -> dict[str, Any]:
+    """The config fields a checkpoint is bound to."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in RESUME_SAFE}
+
+
+def check_resumable(saved: dict[str, Any] | None, cfg: PPOConfig, ckpt: Path) -> None:
+    """Refuse to resume a checkpoint written under settings that shape the results differently."""
+    if saved is None:
+        return
+    now = resume_key(cfg)
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
+        raise ConfigError(
+            f"{ckpt}: the checkpoint was written with different settings ({detail}); resuming would mix two runs. "
+            "Use another out_dir, or set resume=false to start over."
+        )
+
+
 def save_checkpoint(trainer: PPOTrainer, path: Path) -> None:
     with atomic_write(path, "wb") as fh:
-        torch.save(trainer.state_dict(), fh)
+        torch.save(trainer.state_dict() | {"config": resume_key(trainer.cfg)}, fh)
 
 
 def train_ppo(
@@ -109,7 +138,9 @@ def train_ppo(
 
     ckpt = out / "checkpoint.pt"
     if cfg.resume and ckpt.exists():
-        trainer.load_state_dict(torch.load(ckpt, weights_only=False))
+        state = torch.load(ckpt, weights_only=False)
+        check_resumable(state.get("config"), cfg, ckpt)
+        trainer.load_state_dict(state)
         log.info("resumed from %s at step %d", ckpt, trainer.step_count)
     metrics = MetricsLog(out, trainer.step_count, cfg.tensorboard)
     reason, t0 = "max_steps", time.perf_counter()
@@ -139,10 +170,14 @@ def train_ppo(
     value_path = policy.save_value_head(out / "value_head.safetensors")
     final = history[-1] if history else {}
     write_json(out / "result.json", {
-        "steps": trainer.step_count, "stop_reason": reason, "policy_dir": str(policy_dir),
+        "steps": trainer.step_count, "stop_reason": reason, "complete": reason != "time_limit",
+        "policy_dir": str(policy_dir),
         "final": {k: v for k, v in final.items() if not (isinstance(v, float) and not math.isfinite(v))},
     })
-    return PPOResult(out, trainer.step_count, reason, history, policy_dir, value_path, out / "metrics.jsonl", config_path, policy, tok)
+    return PPOResult(
+        out, trainer.step_count, reason, reason != "time_limit", history, policy_dir, value_path, out / "metrics.jsonl",
+        config_path, policy, tok,
+    )
 
 
 def load_ppo_policy(out_dir: str | Path, base_model: str | Path | None = None, merge: bool = True):

@@ -53,7 +53,8 @@ class PPOTrainer:
             self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=True)
         except (RuntimeError, TypeError):
             self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-        self.kl_ctl = make_kl_controller(cfg.kl_coef, cfg.adaptive_kl, cfg.target_kl, cfg.kl_horizon)
+        self.kl_ctl = make_kl_controller(
+            cfg.kl_coef, cfg.adaptive_kl, cfg.target_kl, cfg.kl_horizon, (cfg.kl_coef_min, cfg.kl_coef_max))
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step_count = 0
