@@ -25,8 +25,8 @@ def test_evaluate_writes_summary_and_report(tiny_lm_dir, adapter_dir, tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"tell me about hot house number {i}"}) + "\n" for i in range(6)))
     cfg = load_config(
-        EvaluateConfig, None, ["sampling.max_new_tokens=8", "rewards=[python:tests_rewards:length_reward]"],
-        aligned=str(adapter_dir), base=str(tiny_lm_dir), prompts=str(prompts), split=None,
+        EvaluateConfig, None, ["sampling.max_new_tokens=8", "rewards=[python:tests_rewards:length_reward]", "split=null"],
+        aligned=str(adapter_dir), base=str(tiny_lm_dir), prompts=str(prompts),
         out_dir=str(tmp_path / "eval"), batch_size=4, kl_target=0.001,
     )
     res = run_evaluate(cfg)

@@ -68,8 +68,8 @@ def test_eos_equal_to_pad_is_kept_in_the_response_mask(tiny_lm):
 def test_run_generate_writes_and_resumes(tiny_lm_dir, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"prompt number {i}"}) + "\n" for i in range(5)))
-    cfg = load_config(GenerateConfig, None, ["sampling.max_new_tokens=6"], model=str(tiny_lm_dir), prompts=str(prompts),
-                      out_dir=str(tmp_path / "out"), num_completions=3, batch_size=6, split=None)
+    cfg = load_config(GenerateConfig, None, ["sampling.max_new_tokens=6", "split=null"], model=str(tiny_lm_dir), prompts=str(prompts),
+                      out_dir=str(tmp_path / "out"), num_completions=3, batch_size=6)
 
     class Crash(Exception):
         pass

@@ -14,7 +14,7 @@ def test_revise_writes_revisions_sft_and_pairs_and_resumes(tiny_lm, tmp_path):
     model, tok = tiny_lm
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"r{i}", "prompt": f"roast my friend number {i}"}) + "\n" for i in range(3)))
-    cfg = load_config(ReviseConfig, None, ["sampling.max_new_tokens=6"], prompts=str(prompts), split=None,
+    cfg = load_config(ReviseConfig, None, ["sampling.max_new_tokens=6", "split=null"], prompts=str(prompts),
                       out_dir=str(tmp_path / "cai"), batch_size=2)
     out = run_revise(cfg, model_and_tokenizer=(model, tok))
     rows = [json.loads(line) for line in (out / "revisions.jsonl").read_text().splitlines()]
