@@ -1,7 +1,8 @@
 """`rlhf demo`: the whole RLHF loop on the default models, offline, into one run folder.
 
 generate -> feedback (import, serve, simulated labelers over HTTP) -> agreement (flag + exclude)
--> export pairs -> train reward model -> PPO against it -> evaluate base vs aligned -> report.
+-> export pairs -> train reward model -> PPO (or RLOO/GRPO) against it, or DPO on the pairs -> evaluate base vs
+aligned -> report.
 
 Each stage records its result in `stages.json` when it finishes; re-running skips finished stages
 and the unfinished one resumes (generation and PPO from their own logs/checkpoints).
@@ -25,7 +26,8 @@ from rlhf.feedback.config import AgreementConfig, ExportConfig, ServeConfig, Sim
 from rlhf.generate import GenerateConfig, run_generate
 from rlhf.generation import SamplingConfig
 from rlhf.models.registry import DEFAULT_POLICY, DEFAULT_REWARD_TRUNK
-from rlhf.ppo.config import PPOConfig
+from rlhf.policy import DPOConfig, GRPOConfig, PPOConfig, RLOOConfig
+from rlhf.policy.config import Optimizer, kl_target, with_shared
 from rlhf.reward.config import RewardTrainConfig
 
 log = logging.getLogger(__name__)
@@ -89,8 +91,16 @@ class DemoConfig:
     """Stage 1 settings (model, prompts and out_dir are set by the demo)."""
     reward: RewardTrainConfig = field(default_factory=lambda: RewardTrainConfig(epochs=3.0, eval_fraction=0.15, max_length=192))
     """Stage 4 settings (pairs, model and out_dir are set by the demo)."""
+    optimizer: Optimizer = "ppo"
+    """Stage 5's policy optimiser: ppo, rloo or grpo against the reward model, or dpo on the exported pairs."""
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(max_steps=20))
-    """Stage 5 settings (model, prompts, reward and out_dir are set by the demo)."""
+    """Stage 5 settings with optimizer=ppo (model, prompts, reward and out_dir are set by the demo)."""
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    """Stage 5 settings with optimizer=dpo (model, pairs and out_dir are set by the demo)."""
+    rloo: RLOOConfig = field(default_factory=lambda: RLOOConfig(max_steps=20))
+    """Stage 5 settings with optimizer=rloo (model, prompts, reward and out_dir are set by the demo)."""
+    grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(max_steps=20))
+    """Stage 5 settings with optimizer=grpo (model, prompts, reward and out_dir are set by the demo)."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     """Stage 6 settings (models, prompts, rewards, out_dir and sampling, which is PPO's, are set by the demo)."""
 
@@ -130,18 +140,20 @@ def stage_configs(cfg: DemoConfig) -> dict[str, Any]:
     """The resolved per-stage configs, with the demo's paths and shared settings filled in."""
     root = Path(cfg.out_dir)
     rep = dataclasses.replace
+    policy = with_shared(getattr(cfg, cfg.optimizer), model=cfg.policy, prompts=cfg.prompts, split="train",
+                         limit=cfg.train_prompts, reward=f"rm:{root / 'reward'}", pairs=str(root / "feedback" / "pairs.jsonl"),
+                         out_dir=str(root / cfg.optimizer), seed=cfg.seed, threads=cfg.threads)
     return {
         "generate": rep(cfg.generate, model=cfg.policy, prompts=cfg.prompts, split="train", limit=cfg.train_prompts,
                         out_dir=str(root / "generate"), seed=cfg.seed, threads=cfg.threads),
         "reward": rep(cfg.reward, pairs=str(root / "feedback" / "pairs.jsonl"), model=cfg.reward_trunk,
                       out_dir=str(root / "reward"), seed=cfg.seed, threads=cfg.threads),
-        "ppo": rep(cfg.ppo, model=cfg.policy, prompts=cfg.prompts, split="train", limit=cfg.train_prompts,
-                   reward=f"rm:{root / 'reward'}", out_dir=str(root / "ppo"), seed=cfg.seed, threads=cfg.threads),
-        "evaluate": rep(cfg.evaluate, aligned=str(root / "ppo"), base=cfg.policy, prompts=cfg.prompts, split="eval",
+        "ppo": policy,  # the policy stage, whichever optimiser runs it
+        "evaluate": rep(cfg.evaluate, aligned=policy.out_dir, base=cfg.policy, prompts=cfg.prompts, split="eval",
                         limit=cfg.eval_prompts, rewards=(f"rm:{root / 'reward'}",), out_dir=str(root / "evaluate"),
-                        seed=cfg.seed, kl_target=cfg.ppo.target_kl if cfg.ppo.adaptive_kl else None,
-                        # PPO's own sampling, so the KL to base is measured as in training and compares with its target
-                        sampling=cfg.ppo.sampling),
+                        seed=cfg.seed, kl_target=kl_target(policy),
+                        # the optimiser's own sampling, so the KL to base is measured as in training and compares with its target
+                        sampling=policy.sampling),
     }
 
 
@@ -244,20 +256,24 @@ def run_demo(
                         "num_pairs": res.eval_pairs, "train_pairs": res.train_pairs,
                         "normalization": list(res.normalization)}, t0)
 
-    # 5. PPO against the reward model, KL-penalised to the LoRA-disabled reference
+    # 5. the policy optimiser (PPO/RLOO/GRPO against the reward model, or DPO on the pairs), KL to the adapter-off reference
+    ran = stages.data.get("ppo", {}).get("optimizer", "ppo")
+    if stages.done("ppo") and ran != cfg.optimizer and only != "ppo":
+        raise ValueError(f"{root}: stage 5 already ran with optimizer={ran}; use another --out for {cfg.optimizer}, "
+                         "or re-run it with --stage ppo (then --stage evaluate)")
     if should_run("ppo"):
-        from rlhf.ppo.train import train_ppo
+        from rlhf.policy import train_policy
+        from rlhf.policy.metrics import step_line
 
         t0 = time.perf_counter()
-        total = sc["ppo"].max_steps
-        res = train_ppo(sc["ppo"], on_step=lambda m: on_progress and on_progress(
-            "ppo", int(m.get("step", 0)), total, f"reward {m.get('reward/raw_mean', float('nan')):.3f} KL {m.get('kl/mean', float('nan')):.2f}"))
+        res = train_policy(sc["ppo"], on_step=lambda m: on_progress and on_progress(
+            "ppo", int(m["step"]), m["steps_total"], f"{cfg.optimizer}: {step_line(m)}"))
         if not res.complete:
             raise StageIncomplete(
-                f"ppo stopped by the clock after {res.steps} steps ({res.stop_reason}); the stage is not done. "
-                "Re-run to resume it from its checkpoint, or set ppo.time_limit_min=null.")
-        done("ppo", {"steps": res.steps, "stop_reason": res.stop_reason, "policy": str(res.policy_dir),
-                     "metrics": str(res.metrics_path)}, t0)
+                f"{cfg.optimizer} stopped by the clock after {res.steps} steps ({res.stop_reason}); the stage is not done. "
+                f"Re-run to resume it from its checkpoint, or set {cfg.optimizer}.time_limit_min=null.")
+        done("ppo", {"optimizer": cfg.optimizer, "steps": res.steps, "stop_reason": res.stop_reason,
+                     "policy": str(res.policy_dir), "metrics": str(res.metrics_path), "closing": res.closing}, t0)
 
     # 6. evaluate base vs aligned on held-out prompts; the report
     result: EvaluationResult | None = None
@@ -266,7 +282,7 @@ def run_demo(
         history = [r for _, r in read_records(Path(sc["ppo"].out_dir) / "metrics.jsonl")]
         extra = {
             "reward_model": stages.data.get("reward"), "agreement": stages.data.get("feedback", {}).get("agreement"),
-            "ppo_history": history, "kl_target": sc["evaluate"].kl_target, "stages": stages.data,
+            "ppo_history": history, "optimizer": cfg.optimizer, "kl_target": sc["evaluate"].kl_target, "stages": stages.data,
         }
         result = run_evaluate(sc["evaluate"], extra_sections=extra,
                               on_progress=lambda s, d, t: on_progress and on_progress("evaluate", d, t, s))

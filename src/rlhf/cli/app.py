@@ -10,7 +10,7 @@ from rlhf.cli._common import setup_logging
 app = typer.Typer(
     name="rlhf",
     help="Align language models with human preferences, end to end:\n\n"
-    "generate -> feedback (label) -> pairs -> train-reward -> ppo -> evaluate.",
+    "generate -> feedback (label) -> pairs -> train-reward -> ppo | rloo | grpo (or dpo on the pairs) -> evaluate.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",

@@ -14,7 +14,7 @@ TITLES = {
     "generate": "1. generate completions",
     "feedback": "2. human feedback (simulated labelers over HTTP) + agreement + export",
     "reward": "3. train reward model",
-    "ppo": "4. PPO with KL penalty",
+    "ppo": "4. policy optimisation (KL to the reference)",
     "evaluate": "5. evaluate base vs aligned + report",
 }
 
@@ -27,10 +27,12 @@ def demo(
     policy: Annotated[Optional[str], typer.Option(help="Policy to align.")] = None,
     reward_trunk: Annotated[Optional[str], typer.Option(help="Reward-model backbone.")] = None,
     stage: Annotated[Optional[str], typer.Option(help=f"Re-run one stage only: {', '.join(STAGES)}.")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="Policy optimiser: ppo, rloo, grpo (against the reward model) or dpo (on the pairs).")] = None,
 ) -> None:
-    """The whole RLHF loop on the default models, offline: generate -> label -> reward model -> PPO -> evaluate."""
-    cfg = build_config(DemoConfig, config, set_, out_dir=out_dir, policy=policy, reward_trunk=reward_trunk)
-    console.print(f"[bold]rlhf demo[/] -> {cfg.out_dir}   (policy {cfg.policy}, reward trunk {cfg.reward_trunk})")
+    """The whole RLHF loop on the default models, offline: generate -> label -> reward model -> PPO/RLOO/GRPO/DPO -> evaluate."""
+    cfg = build_config(DemoConfig, config, set_, out_dir=out_dir, policy=policy, reward_trunk=reward_trunk, optimizer=optimizer)
+    console.print(f"[bold]rlhf demo[/] -> {cfg.out_dir}   (policy {cfg.policy}, reward trunk {cfg.reward_trunk}, "
+                  f"optimizer {cfg.optimizer})")
     cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
     with user_errors(), Progress(*cols, console=err_console) as progress:
         tasks: dict[str, int] = {}
@@ -61,7 +63,8 @@ def demo(
     if st.get("reward", {}).get("accuracy") is not None:
         console.print(f"reward model: held-out pairwise accuracy [bold]{st['reward']['accuracy']:.1%}[/]")
     if "ppo" in st:
-        console.print(f"ppo: {st['ppo']['steps']} steps, stopped by {st['ppo']['stop_reason']}")
+        console.print(f"policy optimiser [bold]{st['ppo'].get('optimizer', 'ppo')}[/]: {st['ppo']['steps']} steps, "
+                      f"stopped by {st['ppo']['stop_reason']}")
     if result.summary:
         print_headline(result.summary)
     console.print(f"report: [bold]{result.report_path}[/]")

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from rlhf.models.lora import is_peft
-from rlhf.models.value_head import response_hidden, response_logits
-from rlhf.ppo.losses import logprobs_from_logits
+from rlhf.models.policy import response_hidden, response_logits
+from rlhf.policy.losses import logprobs_from_logits
 
 
 class ReferencePolicy:

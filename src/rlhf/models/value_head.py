@@ -1,55 +1,26 @@
-"""Policy + value head sharing one trunk: one forward pass gives response logits and values.
+"""PPO's policy + value head sharing one trunk: one forward pass gives response logits and values.
 
-The trunk's last hidden states at positions P-1 .. P+T-2 predict response tokens 0 .. T-1; the LM
-head and the value head both read exactly those rows, so prompt positions never go through the
-(large) LM head. A separate critic (its own trunk copy) is an option; it costs a second forward.
+The LM head and the value head both read the trunk rows that predict response tokens
+(`rlhf.models.policy`). A separate critic (its own trunk copy) is an option; it costs a second forward.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from rlhf.generation import position_ids_from_mask
+from rlhf.models.policy import CausalPolicy, PolicyOutput, response_hidden, response_logits, unwrap
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The transformers model under a peft wrapper (LoRA layers stay injected in it)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
-def response_hidden(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
-    """Trunk hidden states that predict each response token: (B, P+T) ids -> (B, T, H)."""
-    trunk = unwrap(lm).get_decoder()
-    out = trunk(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
-    )
-    return out.last_hidden_state[:, prompt_len - 1 : -1]  # (B, T, H)
-
-
-def response_logits(lm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """(B, T, H) -> (B, T, V) through the model's own LM head."""
-    return unwrap(lm).get_output_embeddings()(hidden)
-
-
-@dataclass
-class PolicyOutput:
-    logits: torch.Tensor  # (B, T, V) next-token logits for each response position
-    values: torch.Tensor | None  # (B, T) V(s_t): value of the state before response token t
-
-
-class PolicyWithValueHead(nn.Module):
+class PolicyWithValueHead(CausalPolicy):
     """A causal LM (optionally peft-wrapped) plus a scalar value head on its trunk."""
 
     def __init__(self, policy: nn.Module, separate_critic: bool = False):
-        super().__init__()
-        self.policy = policy
+        super().__init__(policy)
         hidden = unwrap(policy).config.get_text_config().hidden_size
         self.value_head = nn.Linear(hidden, 1)
         # Zero init: V = 0 at the start, so early advantages are just the (shaped) returns.
@@ -59,11 +30,6 @@ class PolicyWithValueHead(nn.Module):
         if separate_critic:
             trunk = unwrap(policy).get_decoder()
             self.critic = copy.deepcopy(trunk).requires_grad_(True)  # trained in full, even with LoRA
-
-    @property
-    def lm(self) -> nn.Module:
-        """The transformers causal LM (adapter layers injected when LoRA is on); used for sampling."""
-        return unwrap(self.policy)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, with_values: bool = True

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from rlhf.config import load_config
-from rlhf.ppo.config import PPOConfig
+from rlhf.policy.ppo import PPOConfig
 from rlhf.types import Prompt
 from tiny import tiny_llama
 
@@ -34,7 +34,7 @@ def tiny_policy(tok, seed: int = 0):
 def tiny_cfg(out: Path, *overrides: str) -> PPOConfig:
     base = [
         f"out_dir={out}", "batch_size=8", "mini_batch_size=4", "sampling.max_new_tokens=12", "max_prompt_tokens=64",
-        "ppo_epochs=2", "max_steps=3", "tensorboard=false", "checkpoint_every=0", "lr=1e-2", "lora.r=4",
+        "update_epochs=2", "max_steps=3", "tensorboard=false", "checkpoint_every=0", "lr=1e-2", "lora.r=4",
     ]
     return load_config(PPOConfig, None, [*base, *overrides])
 

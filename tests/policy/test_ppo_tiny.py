@@ -8,10 +8,11 @@ from helpers import PROMPTS, count_e, tiny_cfg, tiny_policy
 
 from rlhf.config import ConfigError, load_config
 from rlhf.models.lora import load_adapter
-from rlhf.ppo import PPOConfig, load_ppo_policy, train_ppo
-from rlhf.ppo.metrics import is_timing
-from rlhf.ppo.train import build_policy
-from rlhf.ppo.trainer import PPOTrainer
+from rlhf.policy import PPOConfig, load_policy, train_ppo
+from rlhf.policy.metrics import is_timing
+from rlhf.policy.online import OnlineTrainer
+from rlhf.policy.ppo import PPO
+from rlhf.policy.train import build_policy
 from rlhf.reward.functions import FunctionReward
 from tiny import tiny_llama
 
@@ -20,7 +21,7 @@ from tiny import tiny_llama
 def test_first_step_kl_is_zero_and_ratio_exactly_one_with_padding(tmp_path, tiny_tok, lora):
     cfg = tiny_cfg(tmp_path, f"lora.enabled={lora}", "forward_batch_size=3")
     policy, tok = build_policy(cfg, tiny_policy(tiny_tok), tiny_tok)
-    trainer = PPOTrainer(cfg, policy, tok, PROMPTS, FunctionReward(count_e))
+    trainer = OnlineTrainer(cfg, PPO(cfg), policy, tok, PROMPTS, FunctionReward(count_e))
     seen = []
     forward = trainer.minibatch_forward
 
@@ -54,7 +55,7 @@ def test_adaptive_beta_follows_the_controller(tmp_path, tiny_tok):
 
 def test_synthetic_reward_rises_within_a_minute(tmp_path, tiny_tok):
     cfg = tiny_cfg(tmp_path, "lora.enabled=false", "max_steps=30", "batch_size=16", "mini_batch_size=8",
-                   "ppo_epochs=4", "sampling.max_new_tokens=16", "kl_coef=0.01")
+                   "update_epochs=4", "sampling.max_new_tokens=16", "kl_coef=0.01")
     t0 = time.perf_counter()
     res = train_ppo(cfg, FunctionReward(count_e), model=tiny_llama(len(tiny_tok)), tokenizer=tiny_tok, prompts=PROMPTS)
     took = time.perf_counter() - t0
@@ -134,7 +135,7 @@ def test_non_finite_loss_is_skipped_and_never_reaches_the_weights(tmp_path, tiny
     cfg = tiny_cfg(tmp_path, "max_steps=1", "lora.enabled=false")
     res = train_ppo(cfg, FunctionReward(nan_on_second_step), model=tiny_policy(tiny_tok), tokenizer=tiny_tok, prompts=PROMPTS)
     before = {n: p.detach().clone() for n, p in res.model.named_parameters()}
-    trainer = PPOTrainer(cfg, res.model, tiny_tok, PROMPTS, FunctionReward(nan_on_second_step))
+    trainer = OnlineTrainer(cfg, PPO(cfg), res.model, tiny_tok, PROMPTS, FunctionReward(nan_on_second_step))
     m = trainer.step()
     assert m["nonfinite/skipped_updates"] == 4 and m["optimizer_steps"] == 0
     for n, p in res.model.named_parameters():
@@ -158,7 +159,7 @@ def test_outputs_peft_adapter_value_head_metrics_and_config(tmp_path, tiny_tok, 
         assert key in records[-1], key
 
     # base + adapter from disk reproduces the in-memory policy
-    merged, tok = load_ppo_policy(tmp_path)
+    merged, tok = load_policy(tmp_path)
     ids = tok(["hot house"], return_tensors="pt")["input_ids"]
     with torch.no_grad():
         want = res.model.lm(input_ids=ids).logits
@@ -177,7 +178,7 @@ def test_full_weights_and_separate_critic(tmp_path, tiny_tok):
     saved = load_file(str(res.value_head_path))
     assert any(k.startswith("critic.") for k in saved) and "value_head.weight" in saved
     assert saved["value_head.weight"].abs().sum() > 0  # trained from its zero init
-    model, _ = load_ppo_policy(tmp_path)
+    model, _ = load_policy(tmp_path)
     torch.testing.assert_close(model.lm_head.weight, res.model.lm.lm_head.weight)
 
 
@@ -185,7 +186,7 @@ def test_evaluate_policy_scores_held_out_prompts_and_kl(tiny_tok):
     from rlhf.config import load_config as load
     from rlhf.generation import SamplingConfig
     from rlhf.models.reference import ReferencePolicy
-    from rlhf.ppo.rollout import evaluate_policy
+    from rlhf.policy.core import evaluate_policy
 
     cfg = load(PPOConfig, None, ["lora.r=4"])
     policy, tok = build_policy(cfg, tiny_policy(tiny_tok), tiny_tok)

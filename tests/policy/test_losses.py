@@ -3,11 +3,11 @@ import math
 import pytest
 import torch
 
-from rlhf.ppo.losses import (
+from rlhf.policy.losses import (
     clipped_value_loss, entropy_from_logits, explained_variance, kl_per_token, logprobs_from_logits, masked_mean,
     masked_var, masked_whiten, ppo_policy_loss, shaped_rewards,
 )
-from rlhf.ppo.rollout import process_scores
+from rlhf.policy.core import process_scores
 
 MASK = torch.tensor([[1.0, 1.0, 0.0]])
 

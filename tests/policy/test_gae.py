@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rlhf.ppo.gae import compute_gae, whiten_advantages
+from rlhf.policy.advantages import compute_gae, whiten_advantages
 
 
 def reference_gae(rewards, values, lengths, gamma, lam):

@@ -1,4 +1,5 @@
-"""Phase 1-3 of a PPO step: sample -> score -> one forward for old log-probs/values + reference log-probs."""
+"""The shared core of every online optimiser: sample -> score -> one forward for old log-probs (and PPO's
+values) + reference log-probs (the adapter off). Also `evaluate_policy`: sample, score and KL to the reference."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ import torch
 
 from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, eos_ids, sample
 from rlhf.models.lora import merged_for_sampling
+from rlhf.models.policy import CausalPolicy
 from rlhf.models.reference import ReferencePolicy
-from rlhf.models.value_head import PolicyWithValueHead
-from rlhf.ppo.experience import Rollout
-from rlhf.ppo.losses import logprobs_and_entropy, logprobs_from_logits, masked_whiten
+from rlhf.policy.experience import Rollout
+from rlhf.policy.losses import logprobs_and_entropy, logprobs_from_logits, masked_whiten
 from rlhf.reward.functions import RewardFunction
 
 
 def generate_rollout(
-    model: PolicyWithValueHead,
+    model: CausalPolicy,
     tokenizer,
     prompts: Sequence[str],
     sampling: SamplingConfig,
@@ -70,34 +71,37 @@ def process_scores(
 class ForwardStats:
     old_logprobs: torch.Tensor  # (B, T)
     ref_logprobs: torch.Tensor  # (B, T)
-    values: torch.Tensor  # (B, T)
+    values: torch.Tensor | None  # (B, T), None without a value head
     entropy: torch.Tensor  # (B, T)
 
 
 @torch.no_grad()
 def forward_experience(
-    model: PolicyWithValueHead, reference: ReferencePolicy, rollout: Rollout, temperature: float, chunk: int
+    model: CausalPolicy, reference: ReferencePolicy, rollout: Rollout, temperature: float, chunk: int
 ) -> ForwardStats:
-    """Old log-probs and values from ONE policy forward, plus reference log-probs; `chunk` rows at a time."""
+    """Old log-probs (and values, with a value head) from ONE policy forward, plus reference log-probs; `chunk` rows at a time."""
     parts: list[tuple[torch.Tensor, ...]] = []
     P = rollout.prompt_len
     for start in range(0, rollout.sequences.size(0), chunk):
         seq = rollout.sequences[start : start + chunk]
         attn = rollout.attention_mask[start : start + chunk]
-        out = model(seq, attn, P)
+        out = model(seq, attn, P, with_values=True)
         resp = seq[:, P:]
         lp, ent = logprobs_and_entropy(out.logits, resp, temperature)
         del out.logits
         ref = reference.logprobs(seq, attn, P, temperature)
         parts.append((lp, ref, out.values, ent))
-    cat = [torch.cat(x, dim=0) for x in zip(*parts)]
     mask = rollout.response_mask
-    return ForwardStats(cat[0] * mask, cat[1] * mask, cat[2] * mask, cat[3] * mask)
+    lp, ref, values, ent = zip(*parts)
+    return ForwardStats(
+        torch.cat(lp) * mask, torch.cat(ref) * mask, torch.cat(values) * mask if values[0] is not None else None,
+        torch.cat(ent) * mask,
+    )
 
 
 @dataclass
 class EvalResult:
-    mean_reward: float
+    mean_reward: float  # nan without a reward function
     std_reward: float
     kl: float  # mean per-response sum of k1 log-ratios to the reference (nats); nan without a reference
     mean_length: float
@@ -107,10 +111,10 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate_policy(
-    model: PolicyWithValueHead,
+    model: CausalPolicy,
     tokenizer,
     prompts: Sequence[str],
-    reward_fn: RewardFunction,
+    reward_fn: RewardFunction | None,
     sampling: SamplingConfig,
     batch_size: int = 16,
     seed: int = 0,
@@ -118,12 +122,13 @@ def evaluate_policy(
     system_prompt: str | None = None,
     reference: ReferencePolicy | None = None,
 ) -> EvalResult:
-    """Sample once per prompt (seeded), score with `reward_fn`; with a reference, also the KL to it."""
+    """Sample once per prompt (seeded), score with `reward_fn` (if any); with a reference, also the KL to it."""
     gen = torch.Generator().manual_seed(seed)
     rewards, comps, kls, lens = [], [], [], []
     for start in range(0, len(prompts), batch_size):
         r = generate_rollout(model, tokenizer, prompts[start : start + batch_size], sampling, max_prompt_tokens, system_prompt, gen)
-        rewards += score_rollout(reward_fn, r).tolist()
+        if reward_fn is not None:
+            rewards += score_rollout(reward_fn, r).tolist()
         comps += r.completions
         lens += r.response_mask.sum(-1).tolist()
         if reference is not None:
@@ -131,7 +136,7 @@ def evaluate_policy(
             lp = logprobs_from_logits(out.logits, r.responses, sampling.temperature)
             ref = reference.logprobs(r.sequences, r.attention_mask, r.prompt_len, sampling.temperature)
             kls += ((lp - ref) * r.response_mask).sum(-1).tolist()
-    t = torch.tensor(rewards)
+    t = torch.tensor(rewards) if rewards else torch.full((1,), float("nan"))
     return EvalResult(
         mean_reward=float(t.mean()), std_reward=float(t.std()) if t.numel() > 1 else 0.0,
         kl=float(torch.tensor(kls).mean()) if kls else float("nan"), mean_length=float(torch.tensor(lens).mean()),

@@ -3,7 +3,7 @@ import torch
 from rlhf.models.lora import LoraSettings, apply_lora, merged_for_sampling
 from rlhf.models.reference import ReferencePolicy
 from rlhf.models.value_head import PolicyWithValueHead
-from rlhf.ppo.losses import entropy_from_logits, logprobs_and_entropy, logprobs_from_logits
+from rlhf.policy.losses import entropy_from_logits, logprobs_and_entropy, logprobs_from_logits
 from tiny import tiny_llama
 
 

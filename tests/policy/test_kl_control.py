@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from rlhf.ppo.kl_control import AdaptiveKLController, FixedKLController, make_kl_controller
+from rlhf.policy.kl_control import AdaptiveKLController, FixedKLController, make_kl_controller
 
 
 def test_adaptive_controller_by_hand():

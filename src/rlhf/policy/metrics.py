@@ -1,4 +1,4 @@
-"""Per-step metrics to metrics.jsonl (fsynced per line) and TensorBoard; resume-aware."""
+"""Per-step metrics to metrics.jsonl (fsynced per line) and TensorBoard; resume-aware. `step_line` for progress bars."""
 
 from __future__ import annotations
 
@@ -60,3 +60,16 @@ class MetricsLog:
         self.jsonl.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def step_line(m: dict[str, Any]) -> str:
+    """One short progress line for a step of any optimiser (CLI and demo progress bars)."""
+    nan = float("nan")
+    if "reward/raw_mean" in m:
+        line = f"reward {m['reward/raw_mean']:.3f}  KL {m.get('kl/mean', nan):.2f}  beta {m.get('kl/beta', nan):.3f}"
+    else:
+        line = f"loss {m.get('loss', nan):.3f}  acc {m.get('rewards/accuracy', nan):.2f}  margin {m.get('rewards/margin', nan):.3f}"
+    if "time/step" in m:
+        line += f"  {m['time/step']:.1f} s/step"
+    skipped = m.get("nonfinite/skipped_updates", 0)
+    return line + (f"  [red]{skipped} non-finite updates skipped[/red]" if skipped else "")

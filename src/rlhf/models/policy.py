@@ -1,0 +1,61 @@
+"""A causal LM as a policy: one trunk forward gives the logits that predict each response token.
+
+The trunk's last hidden states at positions P-1 .. P+T-2 predict response tokens 0 .. T-1; only
+those rows go through the (large) LM head, never the prompt positions. `PolicyWithValueHead`
+(PPO) adds a value head on the same trunk; RLOO, GRPO and DPO use `CausalPolicy` as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rlhf.generation import position_ids_from_mask
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (LoRA layers stay injected in it)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def response_hidden(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """Trunk hidden states that predict each response token: (B, P+T) ids -> (B, T, H)."""
+    trunk = unwrap(lm).get_decoder()
+    out = trunk(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    )
+    return out.last_hidden_state[:, prompt_len - 1 : -1]  # (B, T, H)
+
+
+def response_logits(lm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """(B, T, H) -> (B, T, V) through the model's own LM head."""
+    return unwrap(lm).get_output_embeddings()(hidden)
+
+
+@dataclass
+class PolicyOutput:
+    logits: torch.Tensor  # (B, T, V) next-token logits for each response position
+    values: torch.Tensor | None  # (B, T) V(s_t), the value of the state before response token t; None without a head
+
+
+class CausalPolicy(nn.Module):
+    """A causal LM (optionally peft-wrapped) whose forward returns response logits only."""
+
+    def __init__(self, policy: nn.Module):
+        super().__init__()
+        self.policy = policy
+
+    @property
+    def lm(self) -> nn.Module:
+        """The transformers causal LM (adapter layers injected when LoRA is on); used for sampling."""
+        return unwrap(self.policy)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, with_values: bool = False
+    ) -> PolicyOutput:
+        h = response_hidden(self.policy, input_ids, attention_mask, prompt_len)  # (B, T, H)
+        return PolicyOutput(response_logits(self.policy, h), None)

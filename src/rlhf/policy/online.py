@@ -1,0 +1,225 @@
+"""One online step (PPO, RLOO, GRPO) as numbered phases, plus the exact-resume state. The loop is `rlhf.policy.train`.
+
+1 rollout (k samples per prompt) -> 2 score -> 3 old log-probs (+ values), reference log-probs ->
+4 KL per token -> 5 the algorithm's KL-shaped reward and advantages -> 6 epochs x minibatches with the
+algorithm's loss (grad accumulation, clipping, non-finite guard) -> 7 KL controller update + metrics.
+Phases 1-4, 6 and 7 are shared; an algorithm (`OnlineAlgorithm`) supplies only 5 and its loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Protocol, Sequence
+
+import torch
+
+from rlhf.models.policy import CausalPolicy
+from rlhf.models.reference import ReferencePolicy
+from rlhf.policy.state import load_trainable, make_optimizer, restore_rng, rng_state, trainable_state
+from rlhf.policy.config import OnlineConfig
+from rlhf.policy.core import forward_experience, generate_rollout, process_scores, score_rollout
+from rlhf.policy.experience import Experience, Scored
+from rlhf.policy.kl_control import make_kl_controller
+from rlhf.policy.losses import entropy_from_logits, kl_per_token, logprobs_from_logits, masked_mean
+from rlhf.policy.runtime import Runtime
+from rlhf.reward.functions import RewardFunction
+from rlhf.types import Prompt
+
+log = logging.getLogger(__name__)
+
+
+class OnlineAlgorithm(Protocol):
+    name: str
+    group_size: int  # k completions per prompt (1 for PPO)
+    uses_values: bool  # the policy carries a value head
+    uses_entropy: bool  # the loss needs the per-token entropy
+
+    def param_groups(self, model: CausalPolicy) -> list[dict]:
+        """AdamW parameter groups over the trainable parameters."""
+
+    def advantages(self, s: Scored) -> tuple[Experience, dict[str, float]]:
+        """Phase 5: KL-shaped reward -> advantages, as an Experience; plus metrics."""
+
+    def loss(
+        self, mb: Experience, logprobs: torch.Tensor, values: torch.Tensor | None, entropy: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Phase 6: the scalar loss of a micro-batch from its new (b, T) log-probs (and values, entropy); plus metrics."""
+
+
+class OnlineTrainer:
+    def __init__(
+        self, cfg: OnlineConfig, algo: OnlineAlgorithm, model: CausalPolicy, tokenizer, prompts: Sequence[Prompt],
+        reward_fn: RewardFunction, runtime: Runtime | None = None,
+    ):
+        if not prompts:
+            raise ValueError(f"{algo.name} needs at least one prompt")
+        self.cfg, self.algo, self.model, self.tokenizer = cfg, algo, model, tokenizer
+        self.prompts, self.reward_fn = list(prompts), reward_fn
+        self.runtime = runtime or Runtime()
+        model.eval()  # dropout off for the whole run: old and new log-probs must come from the same function
+        self.reference = ReferencePolicy(model.policy)  # before any update: a frozen copy when LoRA is off
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(algo.param_groups(model), cfg.weight_decay)
+        self.model, self.optimizer = self.runtime.prepare(self.model, self.optimizer)
+        self.kl_ctl = make_kl_controller(
+            cfg.kl_coef, cfg.adaptive_kl, cfg.target_kl, cfg.kl_horizon, (cfg.kl_coef_min, cfg.kl_coef_max))
+        self.sample_gen = torch.Generator().manual_seed(cfg.seed)
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.step_count = 0
+        self.data_pos = 0  # prompts consumed so far; the order is a fresh seeded permutation per pass
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.max_steps
+
+    # ------------------------------------------------------------------ data
+    def next_prompts(self, n: int) -> list[Prompt]:
+        out = []
+        for _ in range(n):
+            epoch, i = divmod(self.data_pos, len(self.prompts))
+            perm = torch.randperm(len(self.prompts), generator=torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch))
+            out.append(self.prompts[int(perm[i])])
+            self.data_pos += 1
+        return out
+
+    # ------------------------------------------------------------------ one step
+    def step(self) -> dict[str, Any]:
+        cfg, algo, t_start = self.cfg, self.algo, time.perf_counter()
+        k = algo.group_size
+        batch = [p for p in self.next_prompts(cfg.batch_size // k) for _ in range(k)]  # a prompt's k samples adjacent
+
+        # 1. Rollout: sample with the KV cache.
+        rollout = generate_rollout(
+            self.model, self.tokenizer, [p.prompt for p in batch], cfg.sampling, cfg.max_prompt_tokens,
+            cfg.system_prompt, self.sample_gen,
+        )
+        t_gen = time.perf_counter()
+
+        # 2. Score: the reward of each completion, optionally normalised / whitened / clipped.
+        raw = score_rollout(self.reward_fn, rollout)
+        norm = getattr(self.reward_fn, "normalization", None) if cfg.normalize_reward else None
+        scores = process_scores(raw, rollout.finished, norm, cfg.whiten_rewards, cfg.reward_clip, cfg.missing_eos_penalty)
+        t_score = time.perf_counter()
+
+        # 3. Old log-probs (and values) from one forward, reference log-probs with the adapter off.
+        chunk = cfg.forward_batch_size or cfg.micro_batch_size
+        fwd = forward_experience(self.model, self.reference, rollout, cfg.sampling.temperature, chunk)
+        mask = rollout.response_mask
+
+        # 4. Per-token KL to the reference.
+        kl_tokens = kl_per_token(fwd.old_logprobs, fwd.ref_logprobs, cfg.kl_estimator) * mask  # (B, T)
+        scored = Scored(rollout, raw, scores, fwd.old_logprobs, fwd.ref_logprobs, fwd.entropy, fwd.values, kl_tokens,
+                        self.kl_ctl.value)
+
+        # 5. The algorithm's KL-shaped reward and advantages.
+        exp, algo_metrics = algo.advantages(scored)
+        t_fwd = time.perf_counter()
+
+        # 6. Epochs x minibatches with the algorithm's loss.
+        train = self.optimise(exp)
+        t_train = time.perf_counter()
+
+        # 7. KL controller and metrics.
+        kl_seq = ((fwd.old_logprobs - fwd.ref_logprobs) * mask).sum(-1)  # (B,) per-response k1 KL estimate
+        kl_mean = self.runtime.mean(float(kl_seq.mean()))
+        if math.isfinite(kl_mean):
+            self.kl_ctl.update(kl_mean, len(batch))
+        self.step_count += 1
+        n_tokens = float(mask.sum())
+        gen_s = t_gen - t_start
+        return {
+            "step": self.step_count,
+            "episodes": self.step_count * cfg.batch_size,
+            "reward/raw_mean": float(raw.mean()),
+            "reward/raw_std": float(raw.std()) if raw.numel() > 1 else 0.0,
+            "reward/normalized_mean": float(scores.mean()),
+            "kl/mean": kl_mean,
+            f"kl/{cfg.kl_estimator}_mean": float(kl_tokens.sum(-1).mean()),
+            "kl/beta": scored.beta,
+            "entropy": float(masked_mean(fwd.entropy, mask)),
+            **algo_metrics,
+            "response/length_mean": n_tokens / len(batch),
+            "response/eos_fraction": float(rollout.finished.float().mean()),
+            **train,
+            "tokens_per_s": n_tokens / gen_s if gen_s > 0 else 0.0,
+            "episodes_per_s": len(batch) / (t_train - t_start),
+            "time/generate": gen_s,
+            "time/score": t_score - t_gen,
+            "time/forward": t_fwd - t_score,
+            "time/train": t_train - t_fwd,
+            "time/step": t_train - t_start,
+        }
+
+    # ------------------------------------------------------------------ optimisation
+    def minibatch_forward(self, mb: Experience) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """New log-probs, values (with a value head) and entropy (when the loss needs it): (b, T) each."""
+        temperature = self.cfg.sampling.temperature
+        out = self.model(mb.sequences, mb.attention_mask, mb.prompt_len, with_values=self.algo.uses_values)
+        logprobs = logprobs_from_logits(out.logits, mb.responses, temperature)
+        entropy = entropy_from_logits(out.logits, temperature) if self.algo.uses_entropy else None
+        return logprobs, out.values, entropy
+
+    def optimise(self, exp: Experience) -> dict[str, float]:
+        cfg = self.cfg
+        sums: dict[str, float] = {}
+        updates = skipped = 0
+        grad_norms: list[float] = []
+        for _ in range(cfg.update_epochs):
+            perm = torch.randperm(len(exp), generator=self.shuffle_gen)
+            for mb_idx in perm.split(cfg.mini_batch_size):
+                self.optimizer.zero_grad(set_to_none=True)
+                finite, stats = True, []
+                for micro_idx in mb_idx.split(cfg.micro_batch_size):
+                    mb = exp.select(micro_idx)
+                    loss, s = self.algo.loss(mb, *self.minibatch_forward(mb))
+                    if not torch.isfinite(loss):
+                        finite = False  # non-finite guard: drop this whole minibatch update
+                        break
+                    self.runtime.backward(loss * len(micro_idx) / len(mb_idx))
+                    stats.append(s)
+                if finite:
+                    norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                    finite = bool(torch.isfinite(norm))
+                if not finite:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    skipped += 1
+                    log.warning("step %d: non-finite loss or gradient; minibatch update skipped", self.step_count + 1)
+                    continue
+                self.optimizer.step()
+                updates += 1
+                grad_norms.append(float(norm))
+                for s in stats:
+                    for key, v in s.items():
+                        sums[key] = sums.get(key, 0.0) + v / len(stats)
+        out = {key: v / updates for key, v in sums.items()} if updates else {}
+        out |= {
+            "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
+            "optimizer_steps": updates,
+            "nonfinite/skipped_updates": skipped,
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        return out
+
+    # ------------------------------------------------------------------ exact resume
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step_count,
+            "data_pos": self.data_pos,
+            "trainable": trainable_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "kl_ctl": self.kl_ctl.state_dict(),
+            "rng": rng_state({"sample": self.sample_gen, "shuffle": self.shuffle_gen}),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_trainable(self.model, state["trainable"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_ctl.load_state_dict(state["kl_ctl"])
+        restore_rng(state["rng"], {"sample": self.sample_gen, "shuffle": self.shuffle_gen})
+        self.step_count, self.data_pos = int(state["step"]), int(state["data_pos"])
+
+    def finish(self) -> dict[str, Any]:
+        """Closing measurements beyond the per-step metrics (none for online algorithms)."""
+        return {}
