@@ -60,7 +60,7 @@ def run_ours(a) -> dict:
     import torch
 
     from rlhf.config import load_config
-    from rlhf.ppo import PPOConfig, train_ppo
+    from rlhf.policy import PPOConfig, train_ppo
     from rlhf.types import Prompt
 
     tok, policy, rm, texts = setup(a.shape, a.batch * a.steps, a.threads)
@@ -76,7 +76,7 @@ def run_ours(a) -> dict:
 
     cfg = load_config(PPOConfig, None, [
         f"out_dir={a.tmp}", "resume=false", f"max_steps={a.steps}", f"batch_size={a.batch}",
-        f"mini_batch_size={a.batch // a.minibatches}", f"ppo_epochs={a.epochs}", f"sampling.max_new_tokens={a.length}",
+        f"mini_batch_size={a.batch // a.minibatches}", f"update_epochs={a.epochs}", f"sampling.max_new_tokens={a.length}",
         "sampling.temperature=1.0", f"forward_batch_size={a.batch}", f"lora.enabled={a.lora}", "lora.r=16",
         "tensorboard=false", "checkpoint_every=0", "kl_coef=0.05", "adaptive_kl=false", "lr=1e-5",
         "max_prompt_tokens=64",

@@ -21,9 +21,9 @@ from rlhf.config import load_config
 from rlhf.data import read_prompts, resolve_prompts
 from rlhf.models.reference import ReferencePolicy
 from rlhf.models.registry import load_causal_lm
-from rlhf.ppo import PPOConfig, train_ppo
-from rlhf.ppo.rollout import evaluate_policy
-from rlhf.ppo.train import build_policy
+from rlhf.policy import PPOConfig, train_ppo
+from rlhf.policy.core import evaluate_policy
+from rlhf.policy.train import build_policy
 from rlhf.reward.functions import load_reward_function
 
 

@@ -1,6 +1,6 @@
 """Config machinery: frozen dataclasses per stage, loaded from YAML, with `key=value` overrides.
 
-Each stage defines its own config dataclass beside its code (e.g. `rlhf.ppo.config.PPOConfig`).
+Each stage defines its own config dataclass beside its code (e.g. `rlhf.policy.ppo.PPOConfig`).
 Fields carry attribute docstrings (a string literal right after the field); `field_docs` reads them
 for `--help` and for the commented YAML that `save_config` writes beside every run.
 """

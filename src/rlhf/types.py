@@ -1,4 +1,4 @@
-"""Records that flow between stages. Batched tensors live in their stage (e.g. `rlhf.ppo.experience`)."""
+"""Records that flow between stages. Batched tensors live in their stage (e.g. `rlhf.policy.experience`)."""
 
 from __future__ import annotations
 

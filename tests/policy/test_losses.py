@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from rlhf.policy.losses import (
-    clipped_value_loss, entropy_from_logits, explained_variance, kl_per_token, logprobs_from_logits, masked_mean,
-    masked_var, masked_whiten, ppo_policy_loss, shaped_rewards,
+    clipped_value_loss, dpo_losses, entropy_from_logits, explained_variance, implicit_rewards, kl_per_token,
+    logprobs_from_logits, masked_mean, masked_var, masked_whiten, ppo_policy_loss, sequence_logprobs,
+    sequence_policy_loss, shaped_rewards,
 )
 from rlhf.policy.core import process_scores
 
@@ -96,3 +97,61 @@ def test_process_scores():
     assert process_scores(raw, fin, missing_eos_penalty=0.5).tolist() == [1.0, 2.5]
     assert process_scores(raw, fin, clip=2.0).tolist() == [1.0, 2.0]
     assert process_scores(raw, fin, whiten=True).tolist() == pytest.approx([-1 / math.sqrt(2), 1 / math.sqrt(2)], abs=1e-6)
+
+
+def test_ppo_policy_loss_sequence_aggregation_weighs_responses_equally():
+    # response 0 has 2 tokens with per-token loss -1 each, response 1 has 1 token with loss -4 (ratio 1, no clip)
+    adv = torch.tensor([[1.0], [4.0]])  # (B, 1): one advantage per sequence, broadcast over tokens
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    zeros = torch.zeros(2, 2)
+    assert ppo_policy_loss(zeros, zeros, adv, mask, 0.2, "sequence").loss.item() == pytest.approx((-1 + -4) / 2)
+    assert ppo_policy_loss(zeros, zeros, adv, mask, 0.2, "token").loss.item() == pytest.approx((-1 - 1 - 4) / 3)
+
+
+def test_sequence_policy_loss_by_hand():
+    # sequence ratios: exp(ln 1.5 + 0) = 1.5 (A = +1, clipped at 1.2) and exp(ln 0.5) = 0.5 (A = +2, unclipped side)
+    new = torch.log(torch.tensor([[1.5, 1.0], [0.5, 9.0]]))
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    out = sequence_policy_loss(new, torch.zeros(2, 2), torch.tensor([1.0, 2.0]), mask, 0.2)
+    # A=+1: max(-1.5, -1.2) = -1.2; A=+2: max(-2 * 0.5, -2 * 0.8) = -1.0
+    assert out.loss.item() == pytest.approx((-1.2 - 1.0) / 2)
+    assert out.clipfrac.item() == 0.5
+    assert out.ratio.tolist() == pytest.approx([1.5, 0.5])
+    # at ratio 1 the gradient is REINFORCE on the whole sequence: d/d logp_t = -A / B for every real token
+    lp = torch.zeros(2, 2, requires_grad=True)
+    sequence_policy_loss(lp, torch.zeros(2, 2), torch.tensor([1.0, 2.0]), mask, 0.2).loss.backward()
+    assert lp.grad.tolist() == [[-0.5, -0.5], [-1.0, 0.0]]
+
+
+def test_dpo_losses_by_hand():
+    pc, pr = torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -1.0])
+    rc, rr = torch.tensor([-1.5, -2.0]), torch.tensor([-1.5, -2.0])
+    # h = (pc - rc) - (pr - rr) = (0.5 - (-0.5), -1 - 1) = (1, -2)
+    beta = 0.5
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    want = [-math.log(sig(0.5)), -math.log(sig(-1.0))]
+    assert dpo_losses(pc, pr, rc, rr, beta).tolist() == pytest.approx(want)
+    eps = 0.1
+    want_c = [-(1 - eps) * math.log(sig(b)) - eps * math.log(sig(-b)) for b in (0.5, -1.0)]
+    assert dpo_losses(pc, pr, rc, rr, beta, "sigmoid", eps).tolist() == pytest.approx(want_c)
+    # IPO: (h - 1 / (2 beta))^2 = (1 - 1)^2, (-2 - 1)^2
+    assert dpo_losses(pc, pr, rc, rr, beta, "ipo").tolist() == pytest.approx([0.0, 9.0])
+    # policy == reference: h = 0, the loss is log 2 and the implicit rewards are 0
+    assert dpo_losses(rc, rr, rc, rr, beta).tolist() == pytest.approx([math.log(2)] * 2)
+    assert implicit_rewards(pc, rc, beta).tolist() == pytest.approx([0.25, -0.5])
+    with pytest.raises(ValueError):
+        dpo_losses(pc, pr, rc, rr, beta, "hinge")  # type: ignore[arg-type]
+
+
+def test_dpo_gradient_raises_chosen_and_lowers_rejected():
+    pc, pr = torch.tensor([-2.0], requires_grad=True), torch.tensor([-2.0], requires_grad=True)
+    dpo_losses(pc, pr, torch.tensor([-2.0]), torch.tensor([-2.0]), 0.1).sum().backward()
+    # d/dh -log sigma(beta h) at h = 0 is -beta / 2
+    assert pc.grad.item() == pytest.approx(-0.05) and pr.grad.item() == pytest.approx(0.05)
+
+
+def test_sequence_logprobs_sum_or_mean_over_real_tokens():
+    lp = torch.tensor([[-1.0, -2.0, -7.0], [-4.0, -9.0, -9.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert sequence_logprobs(lp, mask).tolist() == [-3.0, -4.0]
+    assert sequence_logprobs(lp, mask, average=True).tolist() == [-1.5, -4.0]
