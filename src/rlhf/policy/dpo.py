@@ -46,8 +46,9 @@ class DPOConfig(PolicyConfig):
     """AdamW learning rate (constant)."""
     batch_size: int = 16
     """Pairs per optimizer step (split into grad_accum_steps micro-batches)."""
-    epochs: float = 3.0
-    """Passes over the training pairs; sets the number of steps unless max_steps is given."""
+    epochs: float = 1.0
+    """Passes over the training pairs; sets the number of steps unless max_steps is given. One pass of B pairs per
+    step costs about what a PPO step of B episodes does in training (2B rows forward + backward, 2B forward)."""
     max_steps: int | None = None
     """Stop after this many steps (null = epochs x training pairs / batch_size)."""
     max_response_tokens: int = 64
