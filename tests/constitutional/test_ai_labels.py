@@ -138,3 +138,29 @@ def test_ai_labels_land_in_the_store_and_get_the_people_s_statistics(tiny_lm, ti
 
 def _rank(v: ItemVerdict, pos: int) -> int:
     return next(k for k, tier in enumerate(v.ranking()) if pos in tier)
+
+
+def test_migration_0002_upgrades_an_existing_store(tmp_path):
+    from sqlalchemy import text
+
+    from rlhf.feedback.db import make_engine
+    from rlhf.feedback.migrations import current_revision, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO labelers (name, token_hash, active, created_at) VALUES ('ann', 'h', 1, '2025-01-01')"))
+    engine.dispose()
+    db = open_database(tmp_path / "old.db")
+    from alembic.script import ScriptDirectory
+
+    from rlhf.feedback.migrations import SCRIPT_LOCATION
+
+    assert current_revision(db.engine) == ScriptDirectory(SCRIPT_LOCATION).get_current_head()
+    with db.session() as s:
+        ann = store.get_labeler(s, "ann")
+        assert (ann.kind, ann.model) == ("human", None)
+        assert store.get_or_create_ai_labeler(s, "ai:m", "m").kind == "ai"
+        with pytest.raises(store.Conflict, match="is a person"):
+            store.get_or_create_ai_labeler(s, "ann", "m")
+    db.close()

@@ -209,10 +209,10 @@ def run_ai_feedback(
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    principles = load_constitution(cfg.constitution).principles  # a bad file fails before anything is written
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "ai_feedback.yaml")
-    principles = load_constitution(cfg.constitution).principles
     if cfg.project:
         gens = ai_labels.project_items(cfg.db, cfg.project)
     elif cfg.generations:

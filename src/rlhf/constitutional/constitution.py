@@ -143,8 +143,10 @@ def load_constitution(path: str | None) -> Constitution:
     if path is None:
         return DEFAULT_CONSTITUTION
     try:
-        text = open(path, encoding="utf-8").read()
-        node, data = yaml.compose(text), yaml.safe_load(text)
+        with open(path, encoding="utf-8") as fh:  # a stream, so YAML's own errors name the file too
+            node = yaml.compose(fh)
+            fh.seek(0)
+            data = yaml.safe_load(fh)
     except (OSError, yaml.YAMLError) as e:
         raise DataError(f"{path}: cannot read constitution: {e}") from e
     examples_data, examples_node = [], None

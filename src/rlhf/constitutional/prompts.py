@@ -114,18 +114,25 @@ def comparison_messages(prompt: str, first: str, second: str, principle: Princip
     return [{"role": "user", "content": COMPARISON.format(prompt=prompt, comparison=principle.comparison, first=first, second=second)}]
 
 
+def _format_comparison(tok, messages: list[Message]) -> str:
+    # A model without a chat template (a base LM) is led straight to the letter.
+    if not getattr(tok, "chat_template", None):
+        return messages[0]["content"] + "\n\nAnswer: ("
+    return format_messages(tok, messages)
+
+
 def comparison_prompt(tok, prompt: str, first: str, second: str, principle: Principle, max_tokens: int = 768) -> str:
     """The A/B question in the judge's chat template, in at most `max_tokens` tokens.
 
     The request and both responses are cut separately (longest first), never the question around them.
     """
-    overhead = _n_tokens(tok, format_messages(tok, comparison_messages("", "", "", principle)))
+    overhead = _n_tokens(tok, _format_comparison(tok, comparison_messages("", "", "", principle)))
     budget = max_tokens - overhead
     if budget < 24:
         raise ValueError(f"max_context_tokens={max_tokens} leaves no room for the comparison (its frame takes {overhead} tokens)")
     for _ in range(4):
         p, a, b = fit_parts(tok, [prompt, first, second], budget)
-        text = format_messages(tok, comparison_messages(p, a, b, principle))
+        text = _format_comparison(tok, comparison_messages(p, a, b, principle))
         excess = _n_tokens(tok, text) - max_tokens
         if excess <= 0:
             return text

@@ -141,10 +141,10 @@ def run_revise(
     """Critique-and-revise every prompt not yet in revisions.jsonl; then write sft.jsonl and pairs.jsonl."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    constitution = load_constitution(cfg.constitution)  # a bad file fails before anything is written
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "revise.yaml")
-    constitution = load_constitution(cfg.constitution)
     if cfg.few_shot > len(constitution.examples):
         raise ValueError(f"few_shot={cfg.few_shot} but the constitution has {len(constitution.examples)} examples")
     prompts = read_prompts(resolve_prompts(cfg.prompts), split=cfg.split)[: cfg.limit]
