@@ -130,7 +130,7 @@ def test_ai_labels_land_in_the_store_and_get_the_people_s_statistics(tiny_lm, ti
         v = verdicts["ai-only"]
         cards = item.split('<article class="completion"')[1:]
         assert [k for k, card in enumerate(cards) if "AI's choice" in card] == list(v.ranking()[0])
-        assert f"{v.confidence:.2f}" in item and f"Principle <strong>{v.principle}</strong>" in item
+        assert f"{v.confidence:.3f}" in item and f"Principle <strong>{v.principle}</strong>" in item
         assert item.count("<td>A vs B</td>") == 1 and "B vs C" in item  # the evidence: every pair, both orders
         assert c.get("/admin/projects/1/items/999").status_code == 404
         assert c.get("/admin/projects/1/ai/1").status_code == 404  # ann is a person

@@ -43,7 +43,7 @@ def record_ai_labels(db_url: str, project: str, labeler: str, model: str, verdic
             p = store.get_project(s, project)
             lab = store.get_or_create_ai_labeler(s, labeler, model)
             items = {it.external_id: it for it in store.project_items(s, p)}
-            done = store.judged_item_ids(s, p, lab)
+            done = set(store.ai_confidences(s, p, lab))
             lab_id = lab.id
         for v in verdicts:
             item = items.get(v.id)

@@ -131,9 +131,6 @@ def excluded_labelers(s: Session, project: Project) -> dict[str, str]:
     return {name: reason for name, reason in rows}
 
 
-def list_human_labelers(s: Session) -> list[Labeler]:
-    return list(s.scalars(select(Labeler).where(Labeler.kind == "human").order_by(Labeler.id)))
-
 
 # --------------------------------------------------------------------------- assignments
 
@@ -377,8 +374,8 @@ def done_assignments_without_judgement(s: Session) -> int:
 
 
 # --------------------------------------------------------------------------- AI labelers (constitutional AI)
-# A model labels through the same tables and `submit_judgement` as people. Its assignments sit outside
-# the k human slots (Item.n_assigned is not touched), and its judgements carry a confidence and details.
+# A model labels through the same tables and `submit_judgement` as people, outside the k human slots
+# (Item.n_assigned is not touched); its judgements carry a confidence and details.
 
 
 def get_or_create_ai_labeler(s: Session, name: str, model: str) -> Labeler:
@@ -395,7 +392,6 @@ def get_or_create_ai_labeler(s: Session, name: str, model: str) -> Labeler:
 
 
 def ai_labeler_models(s: Session) -> dict[str, str]:
-    """AI labelers' names -> their model."""
     return {name: model or "" for name, model in s.execute(select(Labeler.name, Labeler.model).where(Labeler.kind == "ai"))}
 
 
@@ -417,23 +413,18 @@ def project_items(s: Session, project: Project) -> list[Item]:
                           .options(selectinload(Item.completions))))
 
 
-def judged_item_ids(s: Session, project: Project, labeler: Labeler) -> set[int]:
-    return set(s.scalars(select(Assignment.item_id).where(
-        Assignment.project_id == project.id, Assignment.labeler_id == labeler.id, Assignment.status == "done")))
-
-
 @dataclass(frozen=True)
 class ItemJudgement:
+    """One judgement of an item, a person's or an AI's (ranking: tiers of completion positions, best first)."""
+
     labeler: str
     labeler_kind: str
     kind: str
     ranking: tuple[tuple[int, ...], ...] | None
-    """Tiers of completion positions, best first."""
     thumbs: tuple[int, ...] | None
     flag_reason: str | None
     confidence: float | None
     details: dict | None
-    seconds: float | None
 
 
 def item_judgements(s: Session, project: Project, item_id: int) -> tuple[Item, list[ItemJudgement]]:
@@ -447,15 +438,12 @@ def item_judgements(s: Session, project: Project, item_id: int) -> tuple[Item, l
     )
     return item, [
         ItemJudgement(name, kind, j.kind, tuple(tuple(t) for t in j.ranking) if j.ranking else None,
-                      tuple(j.thumbs) if j.thumbs else None, j.flag_reason, j.confidence, j.details, j.seconds)
+                      tuple(j.thumbs) if j.thumbs else None, j.flag_reason, j.confidence, j.details)
         for name, kind, j in rows
     ]
 
 
 def ai_confidences(s: Session, project: Project, labeler: Labeler) -> dict[int, float | None]:
-    """Item id -> the AI labeler's confidence, for every item it judged in `project`."""
-    rows = s.execute(
-        select(Assignment.item_id, Judgement.confidence).join(Judgement, Judgement.assignment_id == Assignment.id)
-        .where(Assignment.project_id == project.id, Assignment.labeler_id == labeler.id)
-    )
-    return {item_id: conf for item_id, conf in rows}
+    """Item id -> the AI labeler's confidence, for every item it judged in `project` (its keys: the judged items)."""
+    q = select(Assignment.item_id, Judgement.confidence).join(Judgement, Judgement.assignment_id == Assignment.id)
+    return dict(s.execute(q.where(Assignment.project_id == project.id, Assignment.labeler_id == labeler.id)).tuples().all())

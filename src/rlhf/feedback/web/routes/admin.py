@@ -60,7 +60,7 @@ def admin_add_labeler(
 def admin_project(project_id: int, request: Request, _: AdminOnly, s: SessionDep) -> Response:
     p = store.get_project(s, project_id)
     report = project_agreement(s, p)
-    progress = {x.name: x for x in store.labeler_progress(s, p, store.list_human_labelers(s))}
+    progress = {x.name: x for x in store.labeler_progress(s, p, [lab for lab in store.list_labelers(s) if lab.kind == "human"])}
     labelers = {lab.name: lab for lab in store.list_labelers(s)}
     flags = [r for r in store.project_judgements(s, p) if r.kind == "flag"]
     return render(
