@@ -76,11 +76,11 @@ def judge_model(name: str) -> str:
 def part_revise(args) -> dict:
     critics = {"baseline": None} | ({f"critic {args.critic}": judge_model(args.critic)} if args.critic else {})
     tox, rel, mcfg = get_scorer("toxicity"), Relevance(), MeasureConfig()
-    policy = load_causal_lm(DEFAULT_POLICY)
+    policy = load_causal_lm(args.policy)
     results = {}
     variants = [(name, sets, None) for name, sets in LEVERS.items()] + [(n, [], m) for n, m in critics.items() if m]
     for name, sets, critic in variants:
-        cfg = load_config(ReviseConfig, None, ["split=eval", f"limit={args.limit}", "threads=2", *sets],
+        cfg = load_config(ReviseConfig, None, ["split=eval", f"limit={args.limit or 'null'}", "threads=2", *sets], model=args.policy,
                           out_dir=str(Path(args.out) / "revise" / name.replace(" ", "_")), feedback_model=critic)
         t0 = time.perf_counter()
         res = run_revise(cfg, model_and_tokenizer=policy, feedback_model_and_tokenizer=load_causal_lm(critic) if critic else None)
@@ -97,7 +97,7 @@ def part_judge(args) -> dict:
     if path.exists():
         gens = [tuple(g) for g in json.loads(path.read_text())]
     else:
-        model, tok = load_causal_lm(DEFAULT_POLICY)
+        model, tok = load_causal_lm(args.policy)
         gens = []
         generate_completions(model, tok, prompts, SamplingConfig(max_new_tokens=40, temperature=1.0, top_p=1.0), num_completions=6,
                              batch_size=24, seed=7, on_batch=lambda recs, _: gens.extend((g.id, g.prompt, list(g.completions)) for g in recs))
@@ -108,7 +108,7 @@ def part_judge(args) -> dict:
     principles = load_constitution(None).principles
     tox = get_scorer("toxicity")
     results = {}
-    for judge in [DEFAULT_POLICY, *args.judge]:
+    for judge in [args.policy, *args.judge]:
         model, tok = load_causal_lm(judge_model(judge))
         cfg = AIFeedbackConfig(batch_size=16)
         t0 = time.perf_counter()
@@ -123,7 +123,7 @@ def part_judge(args) -> dict:
 def part_chain(args) -> dict:
     from rlhf.constitutional.chain import ConstitutionalConfig, run_constitutional
 
-    cfg = load_config(ConstitutionalConfig, None, [f"out_dir={Path(args.out) / 'chain'}", "threads=2", *args.set])
+    cfg = load_config(ConstitutionalConfig, None, [f"out_dir={Path(args.out) / 'chain'}", "threads=2", *args.set], policy=args.policy)
     if args.critic:
         cfg = dataclasses.replace(cfg, feedback_model=judge_model(args.critic))
     res = run_constitutional(cfg, on_stage=lambda n, e: print(f"  chain/{n}: {e}", flush=True))
@@ -179,6 +179,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("part", choices=["revise", "judge", "chain", "all", "report"])
     ap.add_argument("--out", default="runs/bench_cai")
+    ap.add_argument("--policy", default=DEFAULT_POLICY, help="policy (and default critic and judge)")
     ap.add_argument("--limit", type=int, default=None, help="held-out red-team prompts (default: all 40)")
     ap.add_argument("--critic", default=None, help="a different critic for revise (and the chain's critic and judge)")
     ap.add_argument("--judge", action="append", default=[], help="extra judge model (repeatable), e.g. gemma3-270m")
