@@ -34,7 +34,7 @@ class SFTConfig:
     data: str = "runs/constitutional/sft.jsonl"
     """JSONL/CSV/Parquet with `prompt` and a response field: response, revision, completion or chosen."""
     out_dir: str = "runs/sft"
-    """Output folder: adapter/ (peft) or policy/ (full weights), metrics.jsonl, sft.yaml."""
+    """Output folder: adapter/ (peft) and/or policy/ (full weights), metrics.jsonl, sft.yaml."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """LoRA settings (lora.enabled=false trains every weight)."""
     epochs: float = 2.0
@@ -51,6 +51,9 @@ class SFTConfig:
     """Shuffling and initialisation seed."""
     threads: int | None = None
     """torch CPU threads (null = torch's default)."""
+    merge: bool = False
+    """With LoRA, also save the adapter folded into the base weights as policy/: a full model folder that
+    any `--model` accepts (what PPO starts from in `rlhf constitutional run`)."""
 
 
 @dataclass
@@ -155,6 +158,11 @@ def train_sft(
                 on_step(step, total, losses[-1])
     if cfg.lora.enabled:
         policy_dir = save_adapter(model, out / "adapter", tok)
+        if cfg.merge:
+            policy_dir = out / "policy"
+            merged = model.merge_and_unload()
+            merged.save_pretrained(policy_dir)
+            tok.save_pretrained(policy_dir)
     else:
         policy_dir = out / "policy"
         model.save_pretrained(policy_dir)

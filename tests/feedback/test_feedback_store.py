@@ -7,6 +7,7 @@ import json
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from feedback_helpers import AIRCON, HOT, HOT_PROMPT, NOT_HOT, NOTHING, generations
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +25,7 @@ from rlhf.feedback import (
     set_excluded,
     store,
 )
-from rlhf.feedback.migrations import current_revision
+from rlhf.feedback.migrations import SCRIPT_LOCATION, current_revision
 from rlhf.feedback.rankings import InvalidJudgement
 from rlhf.feedback.store import JudgementInput
 from rlhf.feedback.tables import Assignment, Base
@@ -35,9 +36,10 @@ def test_migrations_build_the_orm_schema_with_wal_and_foreign_keys(db, db_path):
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-    assert current_revision(db.engine) == "0001"
+    head = ScriptDirectory(SCRIPT_LOCATION).get_current_head()
+    assert current_revision(db.engine) == head
     again = open_database(db_path)  # idempotent upgrade on an existing file
-    assert current_revision(again.engine) == "0001"
+    assert current_revision(again.engine) == head
     again.close()
     with pytest.raises(IntegrityError), db.session() as s:
         s.add(Assignment(project_id=1, item_id=999, labeler_id=999))

@@ -130,12 +130,13 @@ def agreement_cmd(
 ) -> None:
     """Report agreement: each labeler's Kendall tau vs consensus, Krippendorff's alpha, flagged labelers."""
     from rlhf.feedback.db import open_database
-    from rlhf.feedback.service import agreement, set_excluded
+    from rlhf.feedback.service import agreement, ai_agreement, set_excluded
 
     cfg = build_config(AgreementConfig, None, set_)
     with _errors():
         store = open_database(db or DEFAULT_DB)
         report = agreement(store, project, cfg)
+        ai = ai_agreement(store, project, cfg)
         if exclude_flagged:
             for name in report.flagged:
                 set_excluded(store, project, name, True, "flagged by `rlhf feedback agreement`")
@@ -148,6 +149,25 @@ def agreement_cmd(
     console.print(table)
     if exclude_flagged and report.flagged:
         console.print(f"Excluded from export: {', '.join(report.flagged)}")
+    if ai.labelers:
+        _print_ai_agreement(ai)
+
+
+def _print_ai_agreement(ai) -> None:  # noqa: ANN001
+    """AI labelers (constitutional AI) against the human consensus; they are never part of it or of the export."""
+
+    def num(x, fmt: str) -> str:  # noqa: ANN001
+        return "n/a" if x is None else format(x, fmt)
+
+    console.print("[bold]AI labelers vs the human consensus[/bold] (left out of the consensus and the export):")
+    for r in ai.labelers:
+        a = r.agreement
+        share = (f"agrees with it on {a.agree}/{a.pairs} pairs ({num(a.agreement, '.0%')}), tau {num(a.tau, '+.3f')}"
+                 if a.pairs else "no item shared with people yet")
+        console.print(
+            f"  {a.labeler} ({r.model}): judged {r.judged} items, {a.items} shared with people; {share}; "
+            f"mean confidence {num(r.mean_confidence, '.2f')}; alpha with it {num(r.alpha_with, '.3f')}, "
+            f"people alone {num(ai.alpha_people, '.3f')}", highlight=False, soft_wrap=True)
 
 
 @feedback.command("exclude")

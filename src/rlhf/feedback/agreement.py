@@ -190,3 +190,56 @@ def agreement_report(
     metric: Metric = "nominal" if thumbs else "ordinal"
     alpha = krippendorff_alpha(units, metric)
     return AgreementReport(None if math.isnan(alpha) else alpha, metric, items_compared, rows)
+
+
+# --------------------------------------------------------------------------- AI labelers vs people
+
+
+@dataclass(frozen=True)
+class AIAgreement:
+    """An AI labeler against the consensus of the counted human labelers (rank mode)."""
+
+    labeler: str
+    items: int
+    """Items the AI judged that also have at least `min_humans` counted human rankings."""
+    tau: float | None
+    """Mean Kendall tau-b of the AI's ranking vs the human consensus."""
+    pairs: int
+    """Completion pairs that the human consensus orders strictly, on those items."""
+    agree: int
+    """Of those pairs, how many the AI orders the same way (an AI tie does not agree)."""
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agree / self.pairs if self.pairs else None
+
+
+def ai_vs_consensus(
+    ratings: Sequence[Rating], ai: Iterable[str], exclude: Iterable[str] = (), cfg: AgreementConfig = AgreementConfig(),
+    min_humans: int = 1,
+) -> list[AIAgreement]:
+    """Score each AI labeler against the consensus of the non-excluded people; the AI is never part of it."""
+    ai, exclude = set(ai), set(exclude)
+    taus: dict[str, list[float]] = {name: [] for name in ai}
+    counts = {name: [0, 0, 0] for name in ai}  # items, pairs, agree
+    for item_ratings in _by_item(ratings).values():
+        people = [r for r in item_ratings if r.labeler not in ai | exclude and r.tiers is not None]
+        if len(people) < min_humans:
+            continue
+        n = people[0].n
+        cons = fractional_ranks(consensus([r.tiers for r in people], n, cfg.method).tiers, n)
+        for r in item_ratings:
+            if r.labeler not in ai or r.tiers is None:
+                continue
+            mine, c = fractional_ranks(r.tiers, n), counts[r.labeler]
+            tau = kendall_tau_b(mine, cons)
+            if not math.isnan(tau):
+                taus[r.labeler].append(tau)
+            strict = [(i, j) for i in range(n) for j in range(i + 1, n) if cons[i] != cons[j]]
+            c[0] += 1
+            c[1] += len(strict)
+            c[2] += sum((mine[i] - mine[j]) * (cons[i] - cons[j]) > 0 for i, j in strict)
+    return [
+        AIAgreement(name, counts[name][0], sum(taus[name]) / len(taus[name]) if taus[name] else None, counts[name][1], counts[name][2])
+        for name in sorted(ai)
+    ]

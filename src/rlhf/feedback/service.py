@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from rlhf.config import save_config
 from rlhf.data import DataError, read_generations, write_json, write_jsonl
 from rlhf.feedback import store
-from rlhf.feedback.agreement import AgreementReport, Rating, agreement_report
+from rlhf.feedback.agreement import AgreementReport, AIAgreement, Rating, agreement_report, ai_vs_consensus
 from rlhf.feedback.config import AgreementConfig, ExportConfig, ImportConfig
 from rlhf.feedback.db import Database, open_database
 from rlhf.feedback.pairs import (
@@ -111,9 +111,10 @@ def ratings_from_rows(rows: Sequence[store.JudgementRow]) -> list[Rating]:
 
 
 def project_agreement(s: Session, project: Project, cfg: AgreementConfig = AgreementConfig()) -> AgreementReport:
-    """The agreement report of a project inside an open session."""
-    rows = store.project_judgements(s, project)
-    return agreement_report(ratings_from_rows(rows), store.excluded_labelers(s, project), cfg)
+    """The agreement report of a project's human labelers inside an open session (AI labelers: `project_ai_agreement`)."""
+    ai = store.ai_labeler_models(s)
+    ratings = [r for r in ratings_from_rows(store.project_judgements(s, project)) if r.labeler not in ai]
+    return agreement_report(ratings, store.excluded_labelers(s, project), cfg)
 
 
 def agreement(db: Database, project: str | int, cfg: AgreementConfig = AgreementConfig()) -> AgreementReport:
@@ -171,7 +172,8 @@ def export_pairs(
     out = Path(out_dir or cfg.out_dir)
     with db.session() as s:
         p = store.get_project(s, project)
-        rows = store.project_judgements(s, p)
+        ai = store.ai_labeler_models(s)  # AI labels are audited beside the people's, never exported with them
+        rows = [r for r in store.project_judgements(s, p) if r.labeler not in ai]
         excluded = store.excluded_labelers(s, p)
         n_items = store.project_progress(s, p).items
         items = store.items_with_completions(s, {r.item_id for r in rows})
@@ -236,3 +238,83 @@ def run_export(cfg: ExportConfig) -> ExportSummary:
         return export_pairs(db, cfg.project, cfg)
     finally:
         db.close()
+
+
+# --------------------------------------------------------------------------- AI labelers vs people
+
+
+@dataclass(frozen=True)
+class AILabelerReport:
+    agreement: AIAgreement
+    model: str
+    judged: int
+    """Items this AI labeler judged in the project."""
+    mean_confidence: float | None
+    alpha_with: float | None
+    """Krippendorff's alpha over the counted people plus this AI labeler."""
+
+
+@dataclass(frozen=True)
+class AIAgreementReport:
+    alpha_people: float | None
+    """Krippendorff's alpha over the counted people alone."""
+    labelers: tuple[AILabelerReport, ...]
+
+
+def project_ai_agreement(s: Session, project: Project, cfg: AgreementConfig = AgreementConfig()) -> AIAgreementReport:
+    """Each AI labeler vs the consensus of the counted people: tau, pairwise agreement, alpha with and without it."""
+    models = store.ai_labeler_models(s)
+    ratings = ratings_from_rows(store.project_judgements(s, project))
+    excluded = store.excluded_labelers(s, project)
+    people = [r for r in ratings if r.labeler not in models]
+    present = sorted({r.labeler for r in ratings} & set(models))
+    rows = []
+    for a in ai_vs_consensus(ratings, present, excluded, cfg):
+        conf = [c for c in store.ai_confidences(s, project, store.get_labeler(s, a.labeler)).values() if c is not None]
+        mine = [r for r in ratings if r.labeler == a.labeler]
+        rows.append(AILabelerReport(a, models[a.labeler], len(mine), sum(conf) / len(conf) if conf else None,
+                                    agreement_report(people + mine, excluded, cfg).alpha))
+    return AIAgreementReport(agreement_report(people, excluded, cfg).alpha, tuple(rows))
+
+
+def ai_agreement(db: Database, project: str | int, cfg: AgreementConfig = AgreementConfig()) -> AIAgreementReport:
+    with db.session() as s:
+        return project_ai_agreement(s, store.get_project(s, project), cfg)
+
+
+@dataclass(frozen=True)
+class AIAuditRow:
+    item_id: int
+    external_id: str
+    prompt: str
+    ai_ranking: tuple[tuple[int, ...], ...]
+    confidence: float | None
+    people: int
+    """Counted human rankings of the item."""
+    consensus: tuple[tuple[int, ...], ...] | None
+    agreement: AIAgreement
+
+
+def ai_audit_rows(s: Session, project: Project, labeler: str, cfg: AgreementConfig = AgreementConfig()) -> list[AIAuditRow]:
+    """Every item the AI labeler judged, with the people's consensus; disagreements first, then by confidence."""
+    lab = store.get_labeler(s, labeler)
+    if lab.kind != "ai":
+        raise store.NotFound(f"{labeler!r} is not an AI labeler")
+    rows = [r for r in store.project_judgements(s, project) if r.kind != "flag"]
+    excluded, models = store.excluded_labelers(s, project), store.ai_labeler_models(s)
+    conf = store.ai_confidences(s, project, lab)
+    by_item: dict[int, list[store.JudgementRow]] = defaultdict(list)
+    for r in rows:
+        by_item[r.item_id].append(r)
+    out = []
+    for item_id, judged in by_item.items():
+        mine = [r for r in judged if r.labeler == labeler]
+        if not mine:
+            continue
+        people = [r for r in judged if r.labeler not in models and r.labeler not in excluded]
+        cons = consensus([r.ranking for r in people], people[0].n, cfg.method).tiers if people else None
+        (agree,) = ai_vs_consensus(ratings_from_rows(judged), [labeler], excluded, cfg)
+        out.append(AIAuditRow(item_id, mine[0].external_id, "", mine[0].ranking, conf.get(item_id), len(people), cons, agree))
+    items = store.items_with_completions(s, [r.item_id for r in out])
+    out = [dataclasses.replace(r, prompt=items[r.item_id].prompt) for r in out]
+    return sorted(out, key=lambda r: (r.agreement.agreement if r.agreement.pairs else 2.0, -(r.confidence or 0.0)))

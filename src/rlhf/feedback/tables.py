@@ -2,7 +2,8 @@
 
 A project holds items (a prompt and its N completions). Each item is assigned to k labelers; each
 assignment gets at most one judgement: a ranking (tiers of completion positions, best first), thumbs
-(+1/-1 per completion position) or a flag with a reason.
+(+1/-1 per completion position) or a flag with a reason. AI labelers (constitutional AI) are labelers
+of kind 'ai' whose judgements also carry a confidence and the evidence behind it.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class Completion(Base):
 
 class Labeler(Base):
     __tablename__ = "labelers"
+    __table_args__ = (CheckConstraint("kind IN ('human', 'ai')", name="kind"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -107,6 +109,10 @@ class Labeler(Base):
     """SHA-256 of the login token; the token itself is shown once and never stored."""
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(10), default="human", server_default="human")
+    """'human', or 'ai' for a model labeling through the same store (kept out of the human consensus)."""
+    model: Mapped[Optional[str]] = mapped_column(String(500), nullable=True)
+    """The model behind an AI labeler (alias, folder or hub id)."""
 
 
 class Exclusion(Base):
@@ -155,6 +161,10 @@ class Judgement(Base):
     flag_reason: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     seconds: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     """Time the labeler spent on the item, as reported by the client."""
+    confidence: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    """AI labelers: mean probability given to the preferred side of each pair (0.5 = coin flip, 1 = certain)."""
+    details: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    """AI labelers: the evidence (principle, P(A) per pair in both orders) shown on the audit page."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     assignment: Mapped[Assignment] = relationship(back_populates="judgement")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from rlhf.feedback import store
-from rlhf.feedback.service import project_agreement
+from rlhf.feedback.service import ai_audit_rows, project_agreement, project_ai_agreement
 from rlhf.feedback.web.deps import ADMIN_COOKIE, AdminOnly, SessionDep
 from rlhf.feedback.web.routes.label import render, set_cookie
 
@@ -60,12 +60,12 @@ def admin_add_labeler(
 def admin_project(project_id: int, request: Request, _: AdminOnly, s: SessionDep) -> Response:
     p = store.get_project(s, project_id)
     report = project_agreement(s, p)
-    progress = {x.name: x for x in store.labeler_progress(s, p)}
+    progress = {x.name: x for x in store.labeler_progress(s, p, [lab for lab in store.list_labelers(s) if lab.kind == "human"])}
     labelers = {lab.name: lab for lab in store.list_labelers(s)}
     flags = [r for r in store.project_judgements(s, p) if r.kind == "flag"]
     return render(
         request, "admin_project.html", project=p, progress=store.project_progress(s, p), report=report,
-        scored={a.labeler: a for a in report.labelers},
+        scored={a.labeler: a for a in report.labelers}, ai_report=project_ai_agreement(s, p),
         labeler_progress=progress, labelers=labelers, excluded=store.excluded_labelers(s, p), flags=flags, admin=True,
     )
 
@@ -80,3 +80,35 @@ def admin_set_exclusion(
     )
     s.commit()
     return RedirectResponse(f"/admin/projects/{project_id}", 303)
+
+
+# --------------------------------------------------------------------------- AI labels: audit item by item
+
+AUDIT_RESPONSES: dict[int | str, dict] = {
+    303: {"description": "Not logged in as admin: redirects to /admin/login"},
+    404: {"description": "No such project, item or AI labeler (JSON body with `detail`)"},
+}
+
+
+def tiers_text(tiers) -> str:  # noqa: ANN001
+    """((1,), (0, 2)) -> "B > A = C": positions as the letters the audit page shows."""
+    return " > ".join(" = ".join(chr(ord("A") + p) for p in tier) for tier in tiers) if tiers else "—"
+
+
+@router.get("/projects/{project_id}/ai/{labeler_id}", responses=AUDIT_RESPONSES)
+def admin_ai_audit(project_id: int, labeler_id: int, request: Request, _: AdminOnly, s: SessionDep) -> Response:
+    """Every item an AI labeler judged, its choice and confidence beside the people's consensus."""
+    p, lab = store.get_project(s, project_id), store.get_labeler(s, labeler_id)
+    rows = ai_audit_rows(s, p, lab.name)
+    report = next((r for r in project_ai_agreement(s, p).labelers if r.agreement.labeler == lab.name), None)
+    return render(request, "admin_ai.html", project=p, ai=lab, rows=rows, report=report, tiers_text=tiers_text, admin=True)
+
+
+@router.get("/projects/{project_id}/items/{item_id}", responses=AUDIT_RESPONSES)
+def admin_item(project_id: int, item_id: int, request: Request, _: AdminOnly, s: SessionDep) -> Response:
+    """One item as labelers see it, with every judgement on it; an AI's shows its choice, confidence and evidence."""
+    p = store.get_project(s, project_id)
+    item, judgements = store.item_judgements(s, p, item_id)
+    ai_ids = {lab.name: lab.id for lab in store.list_labelers(s) if lab.kind == "ai"}
+    return render(request, "admin_item.html", project=p, item=item, judgements=judgements, ai_ids=ai_ids,
+                  tiers_text=tiers_text, admin=True)
