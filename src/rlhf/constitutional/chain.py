@@ -27,7 +27,7 @@ from rlhf.evaluate.run import EvaluateConfig
 from rlhf.generate import GenerateConfig
 from rlhf.generation import SamplingConfig
 from rlhf.models.registry import DEFAULT_POLICY, DEFAULT_REWARD_TRUNK
-from rlhf.ppo.config import PPOConfig
+from rlhf.policy.ppo import PPOConfig
 from rlhf.reward.config import RewardTrainConfig
 from rlhf.sft import SFTConfig
 

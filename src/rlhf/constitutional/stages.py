@@ -101,7 +101,7 @@ def reward(cfg, sc: dict, done: dict, progress: Progress) -> dict:
 def ppo(cfg, sc: dict, done: dict, progress: Progress) -> dict:
     """6. PPO from the SFT policy against the reward model (KL to the SFT policy = LoRA adapter off)."""
     from rlhf.demo import StageIncomplete
-    from rlhf.ppo.train import train_ppo
+    from rlhf.policy.train import train_ppo
 
     total = sc["ppo"].max_steps
     res = train_ppo(sc["ppo"], on_step=lambda m: progress(
