@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from rlhf.feedback import store
 from rlhf.feedback.service import project_agreement
-from rlhf.feedback.web.deps import ADMIN_COOKIE, AdminOnly, SessionDep
+from rlhf.feedback.web.deps import ADMIN_COOKIE, AdminOnly, IdPath, ReadSessionDep, SessionDep
 from rlhf.feedback.web.routes.label import render, set_cookie
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -39,7 +39,7 @@ def _overview(request: Request, s, new_labeler: tuple[str, str] | None = None, e
 
 
 @router.get("")
-def admin_index(request: Request, _: AdminOnly, s: SessionDep) -> Response:
+def admin_index(request: Request, _: AdminOnly, s: ReadSessionDep) -> Response:
     return _overview(request, s)
 
 
@@ -57,7 +57,7 @@ def admin_add_labeler(
 
 
 @router.get("/projects/{project_id}")
-def admin_project(project_id: int, request: Request, _: AdminOnly, s: SessionDep) -> Response:
+def admin_project(project_id: IdPath, request: Request, _: AdminOnly, s: ReadSessionDep) -> Response:
     p = store.get_project(s, project_id)
     report = project_agreement(s, p)
     progress = {x.name: x for x in store.labeler_progress(s, p)}
@@ -72,7 +72,7 @@ def admin_project(project_id: int, request: Request, _: AdminOnly, s: SessionDep
 
 @router.post("/projects/{project_id}/labelers/{labeler_id}/exclusion")
 def admin_set_exclusion(
-    project_id: int, labeler_id: int, _: AdminOnly, s: SessionDep, excluded: Annotated[bool, Form()] = True,
+    project_id: IdPath, labeler_id: IdPath, _: AdminOnly, s: SessionDep, excluded: Annotated[bool, Form()] = True,
 ) -> Response:
     store.set_excluded(
         s, store.get_project(s, project_id), store.get_labeler(s, labeler_id), excluded,
