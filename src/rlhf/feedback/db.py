@@ -8,6 +8,7 @@ Two kinds of transaction, on both engines:
   queue in the kernel, across threads and worker processes, instead of polling SQLite's busy handler
   (which starves some for seconds under load), and never fail with SQLITE_BUSY or deadlock upgrading
   a read lock. Other programs on the file still wait on `busy_timeout`.
+- `db.session(durable=False)` is a write transaction that does not wait for the disk (see there).
 - `db.read()` is a read-only snapshot. On SQLite it is a deferred `BEGIN` in WAL mode: it neither
   waits for the writer nor blocks it. A statement that would write raises `ReadOnlyTransaction`.
 
@@ -36,6 +37,8 @@ except ImportError:  # Windows: one process per SQLite file (the thread lock sti
 
 READ_ONLY = "rlhf_read_only"
 """Execution option that marks a connection's transactions read-only (`Database.read`)."""
+RELAXED = "rlhf_relaxed"
+"""Execution option for write transactions that commit without waiting for the disk (`session(durable=False)`)."""
 _READS = re.compile(r"\s*(SELECT|WITH|PRAGMA|BEGIN|SAVEPOINT|RELEASE|ROLLBACK)\b", re.IGNORECASE)
 
 
@@ -92,6 +95,7 @@ class _Connection(sqlite3.Connection):
 
     write_lock: WriteLock | None = None
     holds_lock = False
+    synchronous = ""
 
     def _release(self) -> None:
         if self.holds_lock and not self.in_transaction:
@@ -126,6 +130,7 @@ def _configure_sqlite(engine: Engine, lock: WriteLock, busy_timeout_s: float, sy
         # SQLITE_BUSY instead of waiting when a read transaction later needs to write.
         dbapi_conn.isolation_level = None
         dbapi_conn.write_lock = lock
+        dbapi_conn.synchronous = synchronous
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
@@ -139,6 +144,10 @@ def _configure_sqlite(engine: Engine, lock: WriteLock, busy_timeout_s: float, sy
             conn.exec_driver_sql("BEGIN")  # a WAL snapshot: no lock taken, none waited for
             return
         dbapi_conn = conn.connection.dbapi_connection
+        wanted = "NORMAL" if conn.get_execution_options().get(RELAXED) and synchronous in ("FULL", "EXTRA") else synchronous
+        if dbapi_conn.synchronous != wanted:  # settable between transactions only
+            conn.exec_driver_sql(f"PRAGMA synchronous={wanted}")
+            dbapi_conn.synchronous = wanted
         lock.acquire()
         dbapi_conn.holds_lock = True
         try:
@@ -147,6 +156,13 @@ def _configure_sqlite(engine: Engine, lock: WriteLock, busy_timeout_s: float, sy
             dbapi_conn.holds_lock = False
             lock.release()
             raise
+
+
+def _configure_postgres(engine: Engine) -> None:
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # noqa: ANN001
+        if conn.get_execution_options().get(RELAXED):
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
 
 def _guard_reads(engine: Engine) -> None:
@@ -171,6 +187,8 @@ def make_engine(
         _configure_sqlite(engine, write_lock or WriteLock(None, busy_timeout_s), busy_timeout_s, synchronous.upper())
     else:
         engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=busy_timeout_s, pool_pre_ping=True)
+        if engine.dialect.name == "postgresql":
+            _configure_postgres(engine)
     _guard_reads(engine)
     return engine
 
@@ -183,13 +201,21 @@ class Database:
     engine: Engine
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
+    relaxed_sessions: sessionmaker[Session]
     busy_timeout_s: float = 30.0
     _lock: WriteLock | None = field(default=None, repr=False)
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        """One transaction that may write: committed when the block ends, rolled back if it raises."""
-        with self.sessions.begin() as s:
+    def session(self, durable: bool = True) -> Iterator[Session]:
+        """One transaction that may write: committed when the block ends, rolled back if it raises.
+
+        `durable=False` commits without waiting for the disk (SQLite synchronous=NORMAL, PostgreSQL
+        synchronous_commit=off): it survives a killed process, but a power cut can lose it, together with
+        whatever was committed after it and not yet synced (the log is replayed in order, so the store stays
+        consistent). For writes that may be lost on their own, such as claiming an item: the next durable
+        commit, e.g. the judgement of that item, syncs it too.
+        """
+        with (self.sessions if durable else self.relaxed_sessions).begin() as s:
             yield s
 
     @contextlib.contextmanager
@@ -224,7 +250,9 @@ def open_database(
 
         upgrade(engine)
     reader = engine.execution_options(**{READ_ONLY: True})
+    relaxed = engine.execution_options(**{RELAXED: True})
     return Database(
         url, engine, sessionmaker(engine, expire_on_commit=False),
-        sessionmaker(reader, expire_on_commit=False, autoflush=False), busy_timeout_s, lock,
+        sessionmaker(reader, expire_on_commit=False, autoflush=False), sessionmaker(relaxed, expire_on_commit=False),
+        busy_timeout_s, lock,
     )

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -46,10 +46,13 @@ def create_project(
     return p
 
 
+_PROJECT_BY_ID = select(Project).where(Project.id == bindparam("ref"))
+_PROJECT_BY_NAME = select(Project).where(Project.name == bindparam("ref"))
+
+
 def get_project(s: Session, ref: int | str) -> Project:
     """A project by id or name."""
-    cond = Project.id == ref if isinstance(ref, int) else Project.name == ref
-    p = s.scalar(select(Project).where(cond))
+    p = s.scalar(_PROJECT_BY_ID if isinstance(ref, int) else _PROJECT_BY_NAME, {"ref": ref})
     if p is None:
         raise NotFound(f"no project {ref!r}")
     return p
@@ -97,8 +100,11 @@ def create_labeler(s: Session, name: str) -> tuple[Labeler, str]:
     return lab, token
 
 
+_LABELER_BY_HASH = select(Labeler).where(Labeler.token_hash == bindparam("h"), Labeler.active.is_(True))
+
+
 def labeler_by_token(s: Session, token: str) -> Labeler | None:
-    return s.scalar(select(Labeler).where(Labeler.token_hash == hash_token(token), Labeler.active.is_(True)))
+    return s.scalar(_LABELER_BY_HASH, {"h": hash_token(token)})
 
 
 def get_labeler(s: Session, ref: int | str) -> Labeler:
@@ -134,43 +140,64 @@ def excluded_labelers(s: Session, project: Project) -> dict[str, str]:
 # --------------------------------------------------------------------------- assignments
 
 
-def next_assignment(s: Session, labeler: Labeler, project: Project) -> Assignment | None:
-    """The labeler's open assignment in `project`, else a newly claimed one, else None (nothing left).
+# The labeling loop (next item, submit) runs on every request: its statements are built once, with bind
+# parameters, and the claim reads and writes plain rows (building statements and ORM objects costs more CPU
+# than SQLite's work).
+_PROJECT_K = select(Project.labelers_per_item).where(Project.id == bindparam("project"))
+_PENDING = (
+    select(Assignment.id).where(
+        Assignment.labeler_id == bindparam("labeler"), Assignment.project_id == bindparam("project"),
+        Assignment.status == "pending",
+    ).order_by(Assignment.id).limit(1)
+)
+_CANDIDATES = (
+    select(Item.id).where(
+        Item.project_id == bindparam("project"), Item.n_assigned < bindparam("k"),
+        ~exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == bindparam("labeler")),
+    ).order_by(Item.n_assigned.desc(), Item.id).limit(16)
+)
+_CLAIM = (
+    update(Item).where(Item.id == bindparam("item"), Item.n_assigned < bindparam("k"))
+    .values(n_assigned=Item.n_assigned + 1)
+)
+_ASSIGN = insert(Assignment).returning(Assignment.id)
+
+
+def claim_next(s: Session, labeler_id: int, project_id: int) -> int | None:
+    """Id of the labeler's open assignment in the project, else of a newly claimed one, else None (nothing left).
 
     Items that already have some labelers come first, so items complete early. A slot is claimed with a
     conditional UPDATE (n_assigned < k), so concurrent claims never exceed k; the unique (item, labeler)
     constraint makes a second assignment of the same item to the same labeler impossible.
     """
-    pending = s.scalar(
-        select(Assignment).where(
-            Assignment.labeler_id == labeler.id, Assignment.project_id == project.id, Assignment.status == "pending"
-        ).order_by(Assignment.id).limit(1)
-    )
+    k = s.scalar(_PROJECT_K, {"project": project_id})
+    if k is None:
+        raise NotFound(f"no project {project_id!r}")
+    keys = {"labeler": labeler_id, "project": project_id}
+    pending = s.scalar(_PENDING, keys)
     if pending is not None:
         return pending
-    k = project.labelers_per_item
-    mine = exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == labeler.id)
     while True:
-        candidates = s.scalars(
-            select(Item.id).where(Item.project_id == project.id, Item.n_assigned < k, ~mine)
-            .order_by(Item.n_assigned.desc(), Item.id).limit(16)
-        ).all()
+        candidates = s.scalars(_CANDIDATES, keys | {"k": k}).all()
         if not candidates:
             return None
         for item_id in candidates:
             try:
                 with s.begin_nested():
-                    claimed = s.execute(
-                        update(Item).where(Item.id == item_id, Item.n_assigned < k)
-                        .values(n_assigned=Item.n_assigned + 1)
-                    ).rowcount
-                    if claimed != 1:
+                    if s.execute(_CLAIM, {"item": item_id, "k": k}).rowcount != 1:
                         continue
-                    a = Assignment(project_id=project.id, item_id=item_id, labeler_id=labeler.id)
-                    s.add(a)
-            except IntegrityError:  # this labeler claimed the item in a concurrent request
+                    return s.scalar(_ASSIGN, {
+                        "project_id": project_id, "item_id": item_id, "labeler_id": labeler_id,
+                        "status": "pending", "created_at": utcnow(),
+                    })
+            except IntegrityError:  # this labeler claimed the item in a concurrent request (PostgreSQL)
                 continue
-            return a
+
+
+def next_assignment(s: Session, labeler: Labeler, project: Project) -> Assignment | None:
+    """`claim_next` as an ORM Assignment (with its item and completions a lazy load away)."""
+    assignment_id = claim_next(s, labeler.id, project.id)
+    return s.get(Assignment, assignment_id) if assignment_id is not None else None
 
 
 def get_assignment(s: Session, labeler: Labeler, assignment_id: int) -> Assignment:
@@ -185,6 +212,49 @@ def get_assignment(s: Session, labeler: Labeler, assignment_id: int) -> Assignme
 
 
 @dataclass(frozen=True)
+class CompletionView:
+    id: int
+    position: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ItemView:
+    external_id: str
+    prompt: str
+    completions: tuple[CompletionView, ...]
+    """In position order."""
+
+
+@dataclass(frozen=True)
+class AssignmentView:
+    """An assignment as its labeler sees it: what the labeling page and API show (read in one query)."""
+
+    id: int
+    project_id: int
+    status: str
+    item: ItemView
+
+
+_VIEW = (
+    select(Assignment.project_id, Assignment.labeler_id, Assignment.status, Item.external_id, Item.prompt,
+           Completion.id, Completion.position, Completion.text)
+    .join(Item, Assignment.item_id == Item.id).join(Completion, Completion.item_id == Item.id)
+    .where(Assignment.id == bindparam("assignment")).order_by(Completion.position)
+)
+
+
+def assignment_view(s: Session, labeler_id: int, assignment_id: int) -> AssignmentView:
+    """The labeler's own assignment with its item and completions; another's raises NotFound."""
+    rows = s.execute(_VIEW, {"assignment": assignment_id}).all()
+    if not rows or rows[0].labeler_id != labeler_id:
+        raise NotFound(f"no assignment {assignment_id} for this labeler")
+    r = rows[0]
+    completions = tuple(CompletionView(row.id, row.position, row.text) for row in rows)
+    return AssignmentView(assignment_id, r.project_id, r.status, ItemView(r.external_id, r.prompt, completions))
+
+
+@dataclass(frozen=True)
 class JudgementInput:
     """A submission: exactly one of ranking (completion ids, tiers best first), thumbs or flag_reason."""
 
@@ -194,8 +264,8 @@ class JudgementInput:
     seconds: float | None = None
 
 
-def _validate(project: Project, item: Item, j: JudgementInput) -> dict:
-    ids = [c.id for c in item.completions]
+def _validate(mode: str, ids: list[int], j: JudgementInput) -> dict:
+    """The judgement's stored fields, checked against the project's mode and the item's completion ids."""
     given = [name for name in ("ranking", "thumbs", "flag_reason") if getattr(j, name) is not None]
     if len(given) != 1:
         raise InvalidJudgement(f"send exactly one of ranking, thumbs or flag_reason (got {given or 'none'})")
@@ -205,12 +275,20 @@ def _validate(project: Project, item: Item, j: JudgementInput) -> dict:
             raise InvalidJudgement("flagging an item needs a reason")
         return {"kind": "flag", "flag_reason": reason}
     if j.ranking is not None:
-        if project.mode != "rank":
+        if mode != "rank":
             raise InvalidJudgement("this project collects thumbs up/down, not rankings")
         return {"kind": "rank", "ranking": [list(t) for t in normalize_ranking(j.ranking, ids)]}
-    if project.mode != "thumbs":
+    if mode != "thumbs":
         raise InvalidJudgement("this project collects rankings, not thumbs up/down")
     return {"kind": "thumbs", "thumbs": list(normalize_thumbs(j.thumbs or {}, ids))}
+
+
+_LOCK_ASSIGNMENT = select(Assignment).where(Assignment.id == bindparam("assignment")).with_for_update()
+_JUDGED_ITEM = (
+    select(Project.mode, Completion.id).join(Item, Item.project_id == Project.id)
+    .join(Completion, Completion.item_id == Item.id).where(Item.id == bindparam("item")).order_by(Completion.position)
+)
+_OLD_JUDGEMENT = select(Judgement).where(Judgement.assignment_id == bindparam("assignment"))
 
 
 def submit_judgement(s: Session, labeler: Labeler, assignment_id: int, j: JudgementInput) -> tuple[Judgement, bool]:
@@ -219,15 +297,12 @@ def submit_judgement(s: Session, labeler: Labeler, assignment_id: int, j: Judgem
     Resending the same judgement (a retry) returns the stored one with created=False; a different
     judgement for a finished assignment raises Conflict. Invalid input raises InvalidJudgement.
     """
-    a = s.scalar(
-        select(Assignment).where(Assignment.id == assignment_id).with_for_update()
-        .options(selectinload(Assignment.item).selectinload(Item.completions))
-    )
+    a = s.scalar(_LOCK_ASSIGNMENT, {"assignment": assignment_id})
     if a is None or a.labeler_id != labeler.id:
         raise NotFound(f"no assignment {assignment_id} for this labeler")
-    project = s.get(Project, a.project_id)
-    fields = _validate(project, a.item, j)
-    old = s.scalar(select(Judgement).where(Judgement.assignment_id == a.id))
+    item = s.execute(_JUDGED_ITEM, {"item": a.item_id}).all()
+    fields = _validate(item[0].mode, [row.id for row in item], j)
+    old = s.scalar(_OLD_JUDGEMENT, {"assignment": a.id})
     if old is not None:
         if all(getattr(old, key) == value for key, value in fields.items()):
             return old, False
@@ -287,6 +362,37 @@ def remaining_for(s: Session, labeler_id: int, project: Project) -> int:
         select(func.count()).select_from(Item)
         .where(Item.project_id == project.id, Item.n_assigned < project.labelers_per_item, ~mine)
     ) or 0
+
+
+@dataclass(frozen=True)
+class OwnProgress:
+    done: int
+    remaining: int
+    """Items this labeler could still be given, their open ones included."""
+
+
+def _own_count(status: str):  # noqa: ANN202
+    return select(func.count()).where(
+        Assignment.labeler_id == bindparam("labeler"), Assignment.project_id == bindparam("project"),
+        Assignment.status == status,
+    ).scalar_subquery()
+
+
+_OWN_PROGRESS = select(
+    _own_count("done"), _own_count("pending"),
+    select(func.count()).select_from(Item).where(
+        Item.project_id == bindparam("project"), Item.n_assigned < bindparam("k"),
+        ~exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == bindparam("labeler")),
+    ).scalar_subquery(),
+)
+
+
+def own_progress(s: Session, labeler_id: int, project: Project) -> OwnProgress:
+    """One labeler's progress in one project, in one query (the labeling page shows it after every item)."""
+    done, pending, free = s.execute(
+        _OWN_PROGRESS, {"labeler": labeler_id, "project": project.id, "k": project.labelers_per_item}
+    ).one()
+    return OwnProgress(done, pending + free)
 
 
 def labeler_progress(s: Session, project: Project, labelers: Sequence[Labeler] | None = None) -> list[LabelerProgress]:

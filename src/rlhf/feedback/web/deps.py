@@ -10,7 +10,7 @@ the commit, in a read session. Never hold a read session open while writing.
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, AsyncIterator, Optional
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -36,11 +36,12 @@ class NotAuthenticated(Exception):
         self.admin = admin
 
 
-def get_db(request: Request) -> Database:
+# Dependencies without I/O are `async def`: FastAPI runs sync ones in its thread pool, a hop per call.
+async def get_db(request: Request) -> Database:
     return request.app.state.db
 
 
-def get_settings(request: Request) -> ServeConfig:
+async def get_settings(request: Request) -> ServeConfig:
     return request.app.state.settings
 
 
@@ -48,12 +49,12 @@ DatabaseDep = Annotated[Database, Depends(get_db)]
 SettingsDep = Annotated[ServeConfig, Depends(get_settings)]
 
 
-def read_session(db: DatabaseDep) -> Iterator[Session]:
-    with db.read() as s:
+async def read_session(db: DatabaseDep) -> AsyncIterator[Session]:
+    with db.read() as s:  # opening is free (no statement yet); closing ends a local SQLite transaction
         yield s
 
 
-def write_session(db: DatabaseDep) -> Iterator[Session]:
+async def write_session(db: DatabaseDep) -> AsyncIterator[Session]:
     with db.sessions() as s:
         yield s
 
@@ -94,7 +95,7 @@ def is_admin(request: Request, bearer: HTTPAuthorizationCredentials | None) -> b
     return bool(token) and hmac.compare_digest(token.encode(), request.app.state.admin_token.encode())
 
 
-def admin_only(
+async def admin_only(
     request: Request, bearer: Annotated[Optional[HTTPAuthorizationCredentials], Depends(admin_bearer)]
 ) -> None:
     if not is_admin(request, bearer):

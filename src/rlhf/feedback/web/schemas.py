@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 
+from rlhf.feedback.store import AssignmentView
 from rlhf.feedback.tables import Assignment, Project
 
 Tier = Union[int, list[int]]
@@ -203,7 +204,7 @@ def project_out(p: Project) -> ProjectOut:
     return ProjectOut(id=p.id, name=p.name, criterion=p.criterion, mode=p.mode, labelers_per_item=p.labelers_per_item)
 
 
-def assignment_out(a: Assignment, project: Project, shuffle: bool) -> AssignmentOut:
+def assignment_out(a: Assignment | AssignmentView, project: Project, shuffle: bool) -> AssignmentOut:
     """The item as this labeler sees it: completions in a per-assignment random order, lettered A, B, ..."""
     comps = list(a.item.completions)
     if shuffle:

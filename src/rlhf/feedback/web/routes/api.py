@@ -48,15 +48,18 @@ admin = APIRouter(prefix="/api/admin", tags=["admin"])
 
 def next_task(
     db: Database, labeler: Labeler, project_id: int, shuffle: bool
-) -> tuple[Project, AssignmentOut | None, store.LabelerProgress]:
-    """Claim the labeler's next item in a short write transaction, then read what to show from a snapshot."""
-    with db.session() as s:
-        p = store.get_project(s, project_id)
-        a = store.next_assignment(s, labeler, p)
-        assignment_id = a.id if a else None
+) -> tuple[Project, AssignmentOut | None, store.OwnProgress]:
+    """Claim the labeler's next item in a short write transaction, then read what to show from a snapshot.
+
+    The claim does not wait for the disk: a power cut may undo it (the item goes back to the pool, and a
+    judgement sent for it gets a 404), but never a judgement, which is synced, and with it every earlier claim.
+    """
+    with db.session(durable=False) as s:
+        assignment_id = store.claim_next(s, labeler.id, project_id)
     with db.read() as s:
-        out = assignment_out(store.get_assignment(s, labeler, assignment_id), p, shuffle) if assignment_id else None
-        return p, out, store.labeler_progress(s, p, [labeler])[0]
+        p = store.get_project(s, project_id)
+        view = store.assignment_view(s, labeler.id, assignment_id) if assignment_id is not None else None
+        return p, assignment_out(view, p, shuffle) if view else None, store.own_progress(s, labeler.id, p)
 
 
 @router.get("/me", responses=responses(401, 503))
@@ -68,7 +71,7 @@ def me(labeler: CurrentLabeler) -> MeOut:
 def projects(labeler: CurrentLabeler, s: ReadSessionDep) -> list[LabelerProjectOut]:
     out = []
     for p in store.list_projects(s):
-        prog = store.labeler_progress(s, p, [labeler])[0]
+        prog = store.own_progress(s, labeler.id, p)
         out.append(LabelerProjectOut(**project_out(p).model_dump(), done=prog.done, remaining=prog.remaining))
     return out
 
@@ -84,7 +87,7 @@ def next_item(project_id: IdPath, labeler: CurrentLabeler, db: DatabaseDep, sett
 def get_assignment(
     assignment_id: IdPath, labeler: CurrentLabeler, s: ReadSessionDep, settings: SettingsDep
 ) -> AssignmentOut:
-    a = store.get_assignment(s, labeler, assignment_id)
+    a = store.assignment_view(s, labeler.id, assignment_id)
     return assignment_out(a, store.get_project(s, a.project_id), settings.shuffle_completions)
 
 

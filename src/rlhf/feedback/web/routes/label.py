@@ -59,7 +59,7 @@ def logout() -> Response:
 def home(request: Request, labeler: CurrentLabeler, s: ReadSessionDep) -> Response:
     rows = []
     for p in store.list_projects(s):
-        prog = store.labeler_progress(s, p, [labeler])[0]
+        prog = store.own_progress(s, labeler.id, p)
         rows.append((p, prog))
     return render(request, "projects.html", labeler=labeler, rows=rows)
 
