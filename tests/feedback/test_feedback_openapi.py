@@ -44,10 +44,13 @@ def live(tmp_path_factory):
         yield url, tokens["ann"]
 
 
-@pytest.mark.parametrize("role, operations", [("labeler", 5), ("admin", 7)])
-def test_schemathesis_finds_nothing(live, role, operations, tmp_path):
+@pytest.mark.parametrize("role", ["labeler", "admin"])
+def test_schemathesis_finds_nothing(live, role, tmp_path):
     pytest.importorskip("schemathesis", reason="schemathesis not installed (pip install -e '.[dev]')")
     url, labeler_token = live
+    paths = httpx.get(url + "/openapi.json").json()["paths"]
+    operations = sum(len(ops) for path, ops in paths.items() if path.startswith("/api/admin/") == (role == "admin"))
+    assert operations >= (7 if role == "admin" else 5)
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     token, only = (ADMIN, "--include-path-regex") if role == "admin" else (labeler_token, "--exclude-path-regex")
@@ -73,7 +76,7 @@ def test_every_route_documents_its_errors_with_the_error_schema(client):
     error_ref = {"$ref": "#/components/schemas/ErrorOut"}
     assert "HTTPValidationError" not in spec["components"]["schemas"]  # FastAPI's default 422 body is not ours
     ops = [(path, method, op) for path, item in spec["paths"].items() for method, op in item.items()]
-    assert len(ops) == 12
+    assert len(ops) >= 12
     for path, method, op in ops:
         where = f"{method.upper()} {path}"
         errors = {int(code): r for code, r in op["responses"].items() if int(code) >= 400}

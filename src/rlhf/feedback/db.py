@@ -39,7 +39,7 @@ READ_ONLY = "rlhf_read_only"
 """Execution option that marks a connection's transactions read-only (`Database.read`)."""
 RELAXED = "rlhf_relaxed"
 """Execution option for write transactions that commit without waiting for the disk (`session(durable=False)`)."""
-_READS = re.compile(r"\s*(SELECT|WITH|PRAGMA|BEGIN|SAVEPOINT|RELEASE|ROLLBACK)\b", re.IGNORECASE)
+_READS = re.compile(r"\s*(SELECT|WITH|VALUES|SHOW|EXPLAIN|PRAGMA|BEGIN|SAVEPOINT|RELEASE|ROLLBACK)\b", re.IGNORECASE)
 
 
 class StoreBusy(TimeoutError):

@@ -141,8 +141,8 @@ def excluded_labelers(s: Session, project: Project) -> dict[str, str]:
 
 
 # The labeling loop (next item, submit) runs on every request: its statements are built once, with bind
-# parameters, and the claim reads and writes plain rows (building statements and ORM objects costs more CPU
-# than SQLite's work).
+# parameters, and run on the session's connection (Core rows, not ORM objects): building statements and
+# objects costs more CPU than SQLite's work.
 _PROJECT_K = select(Project.labelers_per_item).where(Project.id == bindparam("project"))
 _PENDING = (
     select(Assignment.id).where(
@@ -150,12 +150,14 @@ _PENDING = (
         Assignment.status == "pending",
     ).order_by(Assignment.id).limit(1)
 )
+_NOT_MINE = ~exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == bindparam("labeler"))
+# One level of n_assigned at a time: (project_id, n_assigned) is indexed, so this reads items in id order and
+# stops after 16, where "n_assigned < k ORDER BY n_assigned DESC, id" would sort every open item of the project.
 _CANDIDATES = (
-    select(Item.id).where(
-        Item.project_id == bindparam("project"), Item.n_assigned < bindparam("k"),
-        ~exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == bindparam("labeler")),
-    ).order_by(Item.n_assigned.desc(), Item.id).limit(16)
+    select(Item.id).where(Item.project_id == bindparam("project"), Item.n_assigned == bindparam("n"), _NOT_MINE)
+    .order_by(Item.id).limit(16)
 )
+_ANY_LEFT = select(Item.id).where(Item.project_id == bindparam("project"), Item.n_assigned < bindparam("k"), _NOT_MINE).limit(1)
 _CLAIM = (
     update(Item).where(Item.id == bindparam("item"), Item.n_assigned < bindparam("k"))
     .values(n_assigned=Item.n_assigned + 1)
@@ -163,35 +165,49 @@ _CLAIM = (
 _ASSIGN = insert(Assignment).returning(Assignment.id)
 
 
+def _try_claim(s: Session, item_id: int, k: int, keys: dict) -> int | None:
+    c = s.connection()
+    if c.execute(_CLAIM, {"item": item_id, "k": k}).rowcount != 1:
+        return None
+    return c.execute(_ASSIGN, {
+        "project_id": keys["project"], "item_id": item_id, "labeler_id": keys["labeler"],
+        "status": "pending", "created_at": utcnow(),
+    }).scalar_one()
+
+
 def claim_next(s: Session, labeler_id: int, project_id: int) -> int | None:
     """Id of the labeler's open assignment in the project, else of a newly claimed one, else None (nothing left).
 
-    Items that already have some labelers come first, so items complete early. A slot is claimed with a
+    Items that already have more labelers come first, so items complete early. A slot is claimed with a
     conditional UPDATE (n_assigned < k), so concurrent claims never exceed k; the unique (item, labeler)
     constraint makes a second assignment of the same item to the same labeler impossible.
     """
-    k = s.scalar(_PROJECT_K, {"project": project_id})
+    c = s.connection()
+    k = c.execute(_PROJECT_K, {"project": project_id}).scalar()
     if k is None:
         raise NotFound(f"no project {project_id!r}")
     keys = {"labeler": labeler_id, "project": project_id}
-    pending = s.scalar(_PENDING, keys)
+    pending = c.execute(_PENDING, keys).scalar()
     if pending is not None:
         return pending
+    # SQLite runs one write transaction at a time, so nothing can change under this one. PostgreSQL runs
+    # them side by side: a claim can lose a race (retry), and a savepoint undoes a lost one's UPDATE.
+    serial = c.dialect.name == "sqlite"
     while True:
-        candidates = s.scalars(_CANDIDATES, keys | {"k": k}).all()
-        if not candidates:
+        for level in range(k - 1, -1, -1):
+            for item_id in c.execute(_CANDIDATES, keys | {"n": level}).scalars().all():
+                if serial:
+                    claimed = _try_claim(s, item_id, k, keys)
+                else:
+                    try:
+                        with s.begin_nested():
+                            claimed = _try_claim(s, item_id, k, keys)
+                    except IntegrityError:  # this labeler claimed the item in a concurrent request
+                        claimed = None
+                if claimed is not None:
+                    return claimed
+        if serial or c.execute(_ANY_LEFT, keys | {"k": k}).first() is None:
             return None
-        for item_id in candidates:
-            try:
-                with s.begin_nested():
-                    if s.execute(_CLAIM, {"item": item_id, "k": k}).rowcount != 1:
-                        continue
-                    return s.scalar(_ASSIGN, {
-                        "project_id": project_id, "item_id": item_id, "labeler_id": labeler_id,
-                        "status": "pending", "created_at": utcnow(),
-                    })
-            except IntegrityError:  # this labeler claimed the item in a concurrent request (PostgreSQL)
-                continue
 
 
 def next_assignment(s: Session, labeler: Labeler, project: Project) -> Assignment | None:
@@ -246,7 +262,7 @@ _VIEW = (
 
 def assignment_view(s: Session, labeler_id: int, assignment_id: int) -> AssignmentView:
     """The labeler's own assignment with its item and completions; another's raises NotFound."""
-    rows = s.execute(_VIEW, {"assignment": assignment_id}).all()
+    rows = s.connection().execute(_VIEW, {"assignment": assignment_id}).all()
     if not rows or rows[0].labeler_id != labeler_id:
         raise NotFound(f"no assignment {assignment_id} for this labeler")
     r = rows[0]
@@ -283,7 +299,10 @@ def _validate(mode: str, ids: list[int], j: JudgementInput) -> dict:
     return {"kind": "thumbs", "thumbs": list(normalize_thumbs(j.thumbs or {}, ids))}
 
 
-_LOCK_ASSIGNMENT = select(Assignment).where(Assignment.id == bindparam("assignment")).with_for_update()
+_LOCK_ASSIGNMENT = (  # the row as locked now, even if this session holds an older copy
+    select(Assignment).where(Assignment.id == bindparam("assignment")).with_for_update()
+    .execution_options(populate_existing=True)
+)
 _JUDGED_ITEM = (
     select(Project.mode, Completion.id).join(Item, Item.project_id == Project.id)
     .join(Completion, Completion.item_id == Item.id).where(Item.id == bindparam("item")).order_by(Completion.position)
@@ -300,9 +319,9 @@ def submit_judgement(s: Session, labeler: Labeler, assignment_id: int, j: Judgem
     a = s.scalar(_LOCK_ASSIGNMENT, {"assignment": assignment_id})
     if a is None or a.labeler_id != labeler.id:
         raise NotFound(f"no assignment {assignment_id} for this labeler")
-    item = s.execute(_JUDGED_ITEM, {"item": a.item_id}).all()
+    item = s.connection().execute(_JUDGED_ITEM, {"item": a.item_id}).all()
     fields = _validate(item[0].mode, [row.id for row in item], j)
-    old = s.scalar(_OLD_JUDGEMENT, {"assignment": a.id})
+    old = s.scalar(_OLD_JUDGEMENT, {"assignment": a.id}) if a.status == "done" else None  # done <=> judged
     if old is not None:
         if all(getattr(old, key) == value for key, value in fields.items()):
             return old, False
@@ -389,7 +408,7 @@ _OWN_PROGRESS = select(
 
 def own_progress(s: Session, labeler_id: int, project: Project) -> OwnProgress:
     """One labeler's progress in one project, in one query (the labeling page shows it after every item)."""
-    done, pending, free = s.execute(
+    done, pending, free = s.connection().execute(
         _OWN_PROGRESS, {"labeler": labeler_id, "project": project.id, "k": project.labelers_per_item}
     ).one()
     return OwnProgress(done, pending + free)
