@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 from typing import AsyncIterator
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -52,6 +53,9 @@ def create_app(settings: ServeConfig = ServeConfig(), db: Database | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Sync routes run in anyio's thread pool. A few threads overlap the waits (fsync, the write lock, the
+        # network); more only queue on the GIL, and a writer holding the store's lock then waits for it.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
         own = app.state.db is None
         if own:
             app.state.db = open_database(
