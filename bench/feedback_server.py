@@ -82,8 +82,24 @@ async def drive(url: str, tokens: list[str], seconds: float) -> dict:
     return {"n": sum(counts), "wall": time.perf_counter() - t0, "cycles": cycles, "nexts": nexts, "posts": posts}
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its children (uvicorn workers), from /proc."""
+    total = 0.0
+    try:
+        kids = [int(x) for x in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        kids = []
+    for p in [pid, *kids]:
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 @contextlib.contextmanager
-def server(db: str, workers: int) -> Iterator[str]:
+def server(db: str, workers: int) -> Iterator[subprocess.Popen]:
     """`rlhf serve --workers N` in its own process group; stopped with SIGTERM (SIGKILL if it hangs)."""
     port = free_port()
     proc = subprocess.Popen(
@@ -102,7 +118,8 @@ def server(db: str, workers: int) -> Iterator[str]:
         else:
             raise RuntimeError("server did not start in 120 s")
         time.sleep(1.0 if workers > 1 else 0)  # let every worker finish starting
-        yield url
+        proc.url = url  # type: ignore[attr-defined]
+        yield proc
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -112,16 +129,18 @@ def server(db: str, workers: int) -> Iterator[str]:
             proc.wait()
 
 
-def run(args: argparse.Namespace, db_url: str, workers: int) -> dict:
+def run(args: argparse.Namespace, db_url: str, workers: int, clients: int | None = None) -> dict:
     """A fresh store, `clients` labelers looping next+submit until the items run out or `seconds` pass."""
     db = open_database(db_url)
     gens = [Generation(f"b{i}", f"Prompt number {i}: how do I stay cool in summer?",
                        tuple(f"Completion {j} for prompt {i}. " * 8 for j in range(args.completions)))
             for i in range(args.items)]
     import_generations(db, gens, "bench", labelers_per_item=args.k)
-    tokens = list(add_labelers(db, [f"bench{i:03d}" for i in range(args.clients)]).values())
-    with server(db_url, workers) as url:
-        r = asyncio.run(drive(url, tokens, args.seconds))
+    tokens = list(add_labelers(db, [f"bench{i:03d}" for i in range(clients or args.clients)]).values())
+    with server(db_url, workers) as proc:
+        cpu0 = cpu_seconds(proc.pid)
+        r = asyncio.run(drive(proc.url, tokens, args.seconds))
+        r["cpu_ms"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / max(r["n"], 1)
     with db.read() as s:
         stored = store.count_rows(s)["judgements"]
         orphans = store.done_assignments_without_judgement(s)
@@ -146,6 +165,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="rlhf-bench-feedback-"))
     for w in (1, args.workers):
         results["SQLite", w] = run(args, str(tmp / f"sqlite-{w}.db"), w)
+    one = run(args, str(tmp / "sqlite-1client.db"), 1, clients=1)
     pg_version = "not run"
     if args.no_postgres:
         results["PostgreSQL", 1] = results["PostgreSQL", args.workers] = "not run (--no-postgres)"
@@ -191,6 +211,13 @@ def main() -> None:
         print(f"{name:<26}{r['n']:>11}{r['wall']:>8.1f}{r['n'] / r['wall']:>9.1f}{pct(r['cycles'], 50):>11.1f}"
               f"{pct(r['cycles'], 99):>11.1f}{pct(r['nexts'], 50):>10.1f}{pct(r['nexts'], 99):>10.1f}"
               f"{pct(r['posts'], 50):>12.1f}{pct(r['posts'], 99):>12.1f}")
+    print(f"{'SQLite, 1 worker, 1 client':<26}{one['n']:>11}{one['wall']:>8.1f}{one['n'] / one['wall']:>9.1f}"
+          f"{pct(one['cycles'], 50):>11.1f}{pct(one['cycles'], 99):>11.1f}{pct(one['nexts'], 50):>10.1f}"
+          f"{pct(one['nexts'], 99):>10.1f}{pct(one['posts'], 50):>12.1f}{pct(one['posts'], 99):>12.1f}")
+    print("\nserver CPU per judgement (all server processes, from /proc; less sensitive to other load than the rates):")
+    for (backend, w), r in [*results.items(), (("SQLite, 1 client", 1), one)]:
+        if not isinstance(r, str):
+            print(f"  {backend}, {w} worker{'s' if w > 1 else ''}: {r['cpu_ms']:.1f} ms")
     print(f"{'Label Studio (peer)':<26}n/a: not installable offline on this machine")
 
 

@@ -113,3 +113,19 @@ def test_405_allow_lists_every_method_of_the_path(client):
     assert r.status_code == 405 and r.headers["allow"] == "DELETE, PUT"
     r = client.post("/api/me")
     assert r.status_code == 405 and r.headers["allow"] == "GET" and r.json() == {"detail": "Method Not Allowed"}
+
+
+def test_patterns_mean_what_the_server_checks():
+    """The spec's patterns use explicit classes, so ECMA-262 (the spec's validators), Rust (Pydantic) and
+    Python (str.strip, used when storing) agree on them."""
+    import re
+
+    from rlhf.feedback.web.schemas import NAME_PATTERN, WHITESPACE
+
+    space = re.compile(f"[{WHITESPACE}]")
+    assert [hex(i) for i in range(sys.maxunicode + 1) if bool(space.fullmatch(chr(i))) != chr(i).isspace()] == []
+    name = re.compile(NAME_PATTERN)
+    for good in ["ann", "José Ünal", "张伟", "a b", "<b>"]:
+        assert name.search(good) and good.strip() == good
+    for bad in [" ann", "ann ", "ann\u00a0", "a\x07b", "\u3000", "a\u2028b", ""]:
+        assert not name.search(bad)

@@ -11,6 +11,11 @@ from rlhf.feedback.store import AssignmentView
 from rlhf.feedback.tables import Assignment, Project
 
 Tier = Union[int, list[int]]
+# Patterns are read as ECMA-262 by the spec's validators and as Rust regexes by Pydantic: they use only explicit
+# classes (no \w, \s, \d, whose range differs by engine), and `$` is the end of the text in both.
+WHITESPACE = r"\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""Exactly the characters Python's str.isspace() (and so str.strip()) treats as whitespace."""
+CONTROL = r"\u0000-\u001f\u007f-\u009f"
 CompletionKey = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,10}$")]
 
 
@@ -20,19 +25,24 @@ def _not_blank(text: str) -> str:
     return text
 
 
-# The schema's pattern says what the validator checks (`\S` finds a character exactly when str.strip() keeps one).
+# The schema's pattern ("has a character that is not whitespace") says what _not_blank checks.
 FlagReason = Annotated[
     str, StringConstraints(max_length=1000), AfterValidator(_not_blank),
-    WithJsonSchema({"type": "string", "pattern": r"\S", "maxLength": 1000, "description": "Why the item is unusable."}),
+    WithJsonSchema({
+        "type": "string", "pattern": f"[^{WHITESPACE}]", "maxLength": 1000, "description": "Why the item is unusable.",
+    }),
 ]
+EDGE = f"[^{CONTROL}{WHITESPACE}]"
+NAME_PATTERN = f"^{EDGE}([^{CONTROL}\\u2028\\u2029]*{EDGE})?$"
+"""No control characters, no whitespace at either end (so str.strip() leaves a name as it is)."""
 JUDGEMENT_KINDS = ("ranking", "thumbs", "flag_reason")
 
 
 class Strict(BaseModel):
-    """Request bodies: unknown fields and type coercion are refused, and patterns mean what they do in the
-    spec (Python's `re`, as the schema's validators use), so a body the schema accepts the server accepts."""
+    """Request bodies: unknown fields and type coercion are refused, so a body the schema accepts the server
+    accepts, and the other way round."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def _exactly_one_kind(schema: dict) -> None:
@@ -184,8 +194,8 @@ class LabelerOut(Out):
 
 class LabelerIn(Strict):
     name: str = Field(
-        min_length=1, max_length=200, pattern=r"^[\w.@-]([\w.@ -]*[\w.@-])?$",
-        description="Letters, digits, _ . @ - and inner spaces.",
+        min_length=1, max_length=200, pattern=NAME_PATTERN,
+        description="Any characters but control characters; no whitespace at either end.",
     )
 
 
