@@ -183,7 +183,8 @@ def main() -> None:
         except NoPostgres as e:
             results["PostgreSQL", 1] = results["PostgreSQL", args.workers] = f"not run: {e}"
 
-    print(f"machine: {machine(f'Python {platform.python_version()}', f'SQLite {sqlite3.sqlite_version}', pg_version, f'{platform.system()} {platform.release()}')}")
+    versions = f"Python {platform.python_version()}", f"SQLite {sqlite3.sqlite_version}", pg_version
+    print(f"machine: {machine(*versions, f'{platform.system()} {platform.release()}')}")
     print(f"setup:   {args.clients} httpx asyncio clients on loopback, each looping 'GET next item, POST ranking'; "
           f"{args.items} items x {args.completions} completions, k={args.k}; every run a fresh store; every "
           f"acknowledged judgement stored exactly once (checked). SQLite WAL synchronous=FULL; PostgreSQL fsync=on, "

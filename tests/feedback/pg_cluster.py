@@ -42,14 +42,14 @@ def local_cluster(fsync: bool = False, max_connections: int = 200) -> Iterator[s
     root = tempfile.mkdtemp(prefix="rlhf-pg-")
     os.chmod(root, 0o777)
     data, port = os.path.join(root, "data"), _free_port()
-    options = f"-h 127.0.0.1 -p {port} -k {root} -c max_connections={max_connections} -c fsync={'on' if fsync else 'off'}"
+    fsync_ = "on" if fsync else "off"
+    options = f"-h 127.0.0.1 -p {port} -k {root} -c max_connections={max_connections} -c fsync={fsync_}"
+    initdb = [f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+    start = [f"{bindir}/pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-w", "-t", "60", "-o", options, "start"]
     try:
         try:
-            subprocess.run(_as_postgres([f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
-                           check=True, capture_output=True)
-            subprocess.run(_as_postgres([
-                f"{bindir}/pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-w", "-t", "60", "-o", options, "start",
-            ]), check=True, capture_output=True)
+            subprocess.run(_as_postgres(initdb), check=True, capture_output=True)
+            subprocess.run(_as_postgres(start), check=True, capture_output=True)
         except subprocess.CalledProcessError as e:
             raise NoPostgres(f"could not start a local PostgreSQL: {e.stderr.decode()[-300:]}") from None
         except OSError as e:  # e.g. no runuser / postgres user

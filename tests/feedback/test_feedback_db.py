@@ -15,6 +15,7 @@ from sqlalchemy import text
 from rlhf.feedback import add_labelers, import_generations, open_database, store
 from rlhf.feedback.db import ReadOnlyTransaction
 from rlhf.feedback.store import JudgementInput
+from rlhf.feedback.tables import Assignment
 
 
 def test_reads_see_a_snapshot_without_waiting_for_the_writer_and_cannot_write(db_path):
@@ -66,7 +67,9 @@ def test_a_writer_waits_for_another_process_instead_of_failing(db_path, end):
     db = open_database(db_path, busy_timeout_s=0.1)
     with db.session() as s:
         s.execute(text("CREATE TABLE t (who TEXT)"))
-    other = subprocess.Popen([sys.executable, "-c", HOLDER, str(db_path), "1.0", end], stdout=subprocess.PIPE, text=True)
+    other = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db_path), "1.0", end], stdout=subprocess.PIPE, text=True
+    )
     assert other.stdout.readline().strip() == "holding"
     with db.session() as s:
         s.execute(text("INSERT INTO t VALUES ('this process')"))
@@ -106,7 +109,7 @@ def test_loop_queries_agree_with_the_orm_ones(db):
         for slow in progress:
             fast = store.own_progress(s, slow.labeler_id, p)
             assert (fast.done, fast.remaining) == (slow.done, slow.remaining)
-        a = store.get_assignment(s, labs[0], 3)  # a's open one
+        a = s.get(Assignment, 3)  # a's open one
         view = store.assignment_view(s, labs[0].id, 3)
         assert (view.id, view.project_id, view.status, view.item.external_id, view.item.prompt) == (
             a.id, a.project_id, a.status, a.item.external_id, a.item.prompt)

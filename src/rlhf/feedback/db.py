@@ -144,7 +144,8 @@ def _configure_sqlite(engine: Engine, lock: WriteLock, busy_timeout_s: float, sy
             conn.exec_driver_sql("BEGIN")  # a WAL snapshot: no lock taken, none waited for
             return
         dbapi_conn = conn.connection.dbapi_connection
-        wanted = "NORMAL" if conn.get_execution_options().get(RELAXED) and synchronous in ("FULL", "EXTRA") else synchronous
+        relaxed = conn.get_execution_options().get(RELAXED) and synchronous in ("FULL", "EXTRA")
+        wanted = "NORMAL" if relaxed else synchronous
         if dbapi_conn.synchronous != wanted:  # settable between transactions only
             conn.exec_driver_sql(f"PRAGMA synchronous={wanted}")
             dbapi_conn.synchronous = wanted
@@ -186,7 +187,9 @@ def make_engine(
         )
         _configure_sqlite(engine, write_lock or WriteLock(None, busy_timeout_s), busy_timeout_s, synchronous.upper())
     else:
-        engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=busy_timeout_s, pool_pre_ping=True)
+        engine = create_engine(
+            url, pool_size=pool_size, max_overflow=0, pool_timeout=busy_timeout_s, pool_pre_ping=True
+        )
         if engine.dialect.name == "postgresql":
             _configure_postgres(engine)
     _guard_reads(engine)

@@ -140,28 +140,20 @@ def excluded_labelers(s: Session, project: Project) -> dict[str, str]:
 # --------------------------------------------------------------------------- assignments
 
 
-# The labeling loop (next item, submit) runs on every request: its statements are built once, with bind
-# parameters, and run on the session's connection (Core rows, not ORM objects): building statements and
-# objects costs more CPU than SQLite's work.
+# The labeling loop (next, submit) runs per request: its statements are built once and run on the session's
+# connection (rows, not ORM objects), since building statements and objects costs more CPU than SQLite's work.
 _PROJECT_K = select(Project.labelers_per_item).where(Project.id == bindparam("project"))
-_PENDING = (
-    select(Assignment.id).where(
-        Assignment.labeler_id == bindparam("labeler"), Assignment.project_id == bindparam("project"),
-        Assignment.status == "pending",
-    ).order_by(Assignment.id).limit(1)
-)
+_OWN = (Assignment.labeler_id == bindparam("labeler"), Assignment.project_id == bindparam("project"))
+_PENDING = select(Assignment.id).where(*_OWN, Assignment.status == "pending").order_by(Assignment.id).limit(1)
 _NOT_MINE = ~exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == bindparam("labeler"))
+_OPEN = (Item.project_id == bindparam("project"), Item.n_assigned < bindparam("k"), _NOT_MINE)
 # One level of n_assigned at a time: (project_id, n_assigned) is indexed, so this reads items in id order and
 # stops after 16, where "n_assigned < k ORDER BY n_assigned DESC, id" would sort every open item of the project.
-_CANDIDATES = (
-    select(Item.id).where(Item.project_id == bindparam("project"), Item.n_assigned == bindparam("n"), _NOT_MINE)
-    .order_by(Item.id).limit(16)
-)
-_ANY_LEFT = select(Item.id).where(Item.project_id == bindparam("project"), Item.n_assigned < bindparam("k"), _NOT_MINE).limit(1)
-_CLAIM = (
-    update(Item).where(Item.id == bindparam("item"), Item.n_assigned < bindparam("k"))
-    .values(n_assigned=Item.n_assigned + 1)
-)
+_CANDIDATES = select(Item.id).where(
+    Item.project_id == bindparam("project"), Item.n_assigned == bindparam("n"), _NOT_MINE).order_by(Item.id).limit(16)
+_ANY_LEFT = select(Item.id).where(*_OPEN).limit(1)
+_CLAIM = update(Item).where(Item.id == bindparam("item"), Item.n_assigned < bindparam("k")).values(
+    n_assigned=Item.n_assigned + 1)
 _ASSIGN = insert(Assignment).returning(Assignment.id)
 
 
@@ -212,40 +204,20 @@ def claim_next(s: Session, labeler_id: int, project_id: int) -> int | None:
 
 def next_assignment(s: Session, labeler: Labeler, project: Project) -> Assignment | None:
     """`claim_next` as an ORM Assignment (with its item and completions a lazy load away)."""
-    assignment_id = claim_next(s, labeler.id, project.id)
-    return s.get(Assignment, assignment_id) if assignment_id is not None else None
-
-
-def get_assignment(s: Session, labeler: Labeler, assignment_id: int) -> Assignment:
-    """The labeler's own assignment with its item and completions; another's raises NotFound."""
-    a = s.scalar(
-        select(Assignment).where(Assignment.id == assignment_id)
-        .options(selectinload(Assignment.item).selectinload(Item.completions))
-    )
-    if a is None or a.labeler_id != labeler.id:
-        raise NotFound(f"no assignment {assignment_id} for this labeler")
-    return a
-
-
-@dataclass(frozen=True)
-class CompletionView:
-    id: int
-    position: int
-    text: str
+    return s.get(Assignment, aid) if (aid := claim_next(s, labeler.id, project.id)) is not None else None
 
 
 @dataclass(frozen=True)
 class ItemView:
     external_id: str
     prompt: str
-    completions: tuple[CompletionView, ...]
-    """In position order."""
+    completions: tuple
+    """Rows with .id, .position and .text, in position order."""
 
 
 @dataclass(frozen=True)
 class AssignmentView:
-    """An assignment as its labeler sees it: what the labeling page and API show (read in one query)."""
-
+    """An assignment as its labeler sees it, read in one query (what the labeling page and API show)."""
     id: int
     project_id: int
     status: str
@@ -265,9 +237,8 @@ def assignment_view(s: Session, labeler_id: int, assignment_id: int) -> Assignme
     rows = s.connection().execute(_VIEW, {"assignment": assignment_id}).all()
     if not rows or rows[0].labeler_id != labeler_id:
         raise NotFound(f"no assignment {assignment_id} for this labeler")
-    r = rows[0]
-    completions = tuple(CompletionView(row.id, row.position, row.text) for row in rows)
-    return AssignmentView(assignment_id, r.project_id, r.status, ItemView(r.external_id, r.prompt, completions))
+    return AssignmentView(assignment_id, rows[0].project_id, rows[0].status,
+                          ItemView(rows[0].external_id, rows[0].prompt, tuple(rows)))
 
 
 @dataclass(frozen=True)
@@ -376,11 +347,8 @@ def project_progress(s: Session, project: Project) -> ProjectProgress:
 
 
 def remaining_for(s: Session, labeler_id: int, project: Project) -> int:
-    mine = exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == labeler_id)
-    return s.scalar(
-        select(func.count()).select_from(Item)
-        .where(Item.project_id == project.id, Item.n_assigned < project.labelers_per_item, ~mine)
-    ) or 0
+    keys = {"labeler": labeler_id, "project": project.id, "k": project.labelers_per_item}
+    return s.scalar(select(func.count()).select_from(Item).where(*_OPEN), keys) or 0
 
 
 @dataclass(frozen=True)
@@ -390,27 +358,17 @@ class OwnProgress:
     """Items this labeler could still be given, their open ones included."""
 
 
-def _own_count(status: str):  # noqa: ANN202
-    return select(func.count()).where(
-        Assignment.labeler_id == bindparam("labeler"), Assignment.project_id == bindparam("project"),
-        Assignment.status == status,
-    ).scalar_subquery()
-
-
 _OWN_PROGRESS = select(
-    _own_count("done"), _own_count("pending"),
-    select(func.count()).select_from(Item).where(
-        Item.project_id == bindparam("project"), Item.n_assigned < bindparam("k"),
-        ~exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == bindparam("labeler")),
-    ).scalar_subquery(),
+    select(func.count()).where(*_OWN, Assignment.status == "done").scalar_subquery(),
+    select(func.count()).where(*_OWN, Assignment.status == "pending").scalar_subquery(),
+    select(func.count()).select_from(Item).where(*_OPEN).scalar_subquery(),
 )
 
 
 def own_progress(s: Session, labeler_id: int, project: Project) -> OwnProgress:
     """One labeler's progress in one project, in one query (the labeling page shows it after every item)."""
-    done, pending, free = s.connection().execute(
-        _OWN_PROGRESS, {"labeler": labeler_id, "project": project.id, "k": project.labelers_per_item}
-    ).one()
+    keys = {"labeler": labeler_id, "project": project.id, "k": project.labelers_per_item}
+    done, pending, free = s.connection().execute(_OWN_PROGRESS, keys).one()
     return OwnProgress(done, pending + free)
 
 

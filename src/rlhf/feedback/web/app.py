@@ -48,7 +48,8 @@ def _templates() -> Jinja2Templates:
 
 
 def create_app(settings: ServeConfig = ServeConfig(), db: Database | None = None, *, migrate: bool = True) -> FastAPI:
-    """The app over `db` (or `settings.db`, opened, and migrated unless `migrate=False`, at startup; closed at shutdown)."""
+    """The app over `db`, or over `settings.db`: opened (and migrated unless `migrate=False`) at startup,
+    closed at shutdown."""
     from rlhf.feedback.web.routes import admin, api, label
 
     @contextlib.asynccontextmanager

@@ -83,7 +83,9 @@ def next_item(project_id: IdPath, labeler: CurrentLabeler, db: DatabaseDep, sett
     return NextOut(assignment=out, progress=ProgressOut(done=prog.done, remaining=prog.remaining))
 
 
-@router.get("/assignments/{assignment_id}", responses=responses(401, (404, "No such assignment for this labeler."), 422, 503))
+@router.get(
+    "/assignments/{assignment_id}", responses=responses(401, (404, "No such assignment for this labeler."), 422, 503)
+)
 def get_assignment(
     assignment_id: IdPath, labeler: CurrentLabeler, s: ReadSessionDep, settings: SettingsDep
 ) -> AssignmentOut:
