@@ -1,12 +1,14 @@
-"""Shared by the feedback tests: the design-notes example and a real uvicorn server in a child process."""
+"""Shared by the feedback tests: the design-notes example and `rlhf serve` (real uvicorn) in child processes."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -35,37 +37,63 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# What `rlhf serve --db DB --port P --workers N` runs, without importing the whole CLI (torch) first.
+SERVE = (
+    "import sys; from rlhf.feedback.config import ServeConfig; from rlhf.feedback.server import serve; "
+    "serve(ServeConfig(db=sys.argv[1], port=int(sys.argv[2]), workers=int(sys.argv[3]), admin_token=sys.argv[4]))"
+)
+
+
 @contextlib.contextmanager
-def uvicorn_process(db_path: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real uvicorn server in a child process on loopback; yields (base_url, process)."""
+def serve_process(db: str | Path, workers: int = 1, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`rlhf serve` with N workers (real uvicorn) in a child process group on loopback; yields (base_url, process).
+
+    With workers > 1 the process is uvicorn's supervisor and the workers are its children (`worker_pids`).
+    """
     port = port or free_port()
-    env = os.environ | {"RLHF_FEEDBACK_DB": str(db_path), "RLHF_ADMIN_TOKEN": ADMIN}
+    log = tempfile.TemporaryFile()  # not a pipe: a chatty server must never block on a full one
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "rlhf.feedback.web.app:create_app_from_env",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-c", SERVE, str(db), str(port), str(workers), ADMIN],
+        stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        deadline = time.monotonic() + 90
+        while len(worker_pids(proc)) < (workers if workers > 1 else 0) or not _healthy(url):
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+                log.seek(0)
+                raise RuntimeError(f"server exited: {log.read().decode()[-2000:]}")
             if time.monotonic() > deadline:
-                raise RuntimeError("server did not start in 60 s")
+                raise RuntimeError("server did not start in 90 s")
             time.sleep(0.1)
         yield url, proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        proc.stderr.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            kill_all(proc)
+        log.close()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def worker_pids(proc: subprocess.Popen) -> list[int]:
+    try:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
+            return [int(x) for x in fh.read().split()]
+    except OSError:
+        return []
+
+
+def kill_all(proc: subprocess.Popen) -> None:
+    """kill -9 the server and all its workers at once (a crash of the whole machine's server)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -143,7 +143,8 @@ def test_admin_api_creates_labelers_and_excludes(client, tokens, hot_db):
     assert r.status_code == 201
     assert client.get("/api/me", headers=bearer(r.json()["token"])).json()["name"] == "dan"
     assert client.post("/api/admin/labelers", json={"name": "dan"}, headers=bearer(ADMIN)).status_code == 409
-    assert client.post("/api/admin/labelers", json={"name": "<b>"}, headers=bearer(ADMIN)).status_code == 422
+    assert client.post("/api/admin/labelers", json={"name": " dan"}, headers=bearer(ADMIN)).status_code == 422
+    assert client.post("/api/admin/labelers", json={"name": "d\x07n"}, headers=bearer(ADMIN)).status_code == 422
     bob = r.json()["id"] - 2
     r = client.put(f"/api/admin/projects/1/exclusions/{bob}", json={"reason": "test"}, headers=bearer(ADMIN))
     assert r.status_code == 204

@@ -57,3 +57,17 @@ def test_import_labelers_agreement_export(tmp_path):
     assert r.exit_code == 2 and "no project 'nope'" in r.output
     r = run(app, ["feedback", "exclude", "l3", "-p", "hot", "--db", db, "--undo"])
     assert r.exit_code == 0 and "included in hot" in r.output
+
+
+def test_serve_workers_flag_reaches_the_server(tmp_path, monkeypatch):
+    import rlhf.feedback.server as server
+
+    seen = []
+    monkeypatch.setattr(server, "serve", seen.append)
+    db = str(tmp_path / "fb.db")
+    r = CliRunner().invoke(app, ["serve", "--db", db, "--port", "8123", "--workers", "3", "--admin-token", "t"])
+    assert r.exit_code == 0, r.output
+    assert (seen[0].workers, seen[0].port, seen[0].db, seen[0].admin_token) == (3, 8123, db, "t")
+    assert "3 workers" in r.output
+    r = CliRunner().invoke(app, ["serve", "--db", db, "--workers", "0"])
+    assert r.exit_code == 2 and "workers must be >= 1" in r.output and len(seen) == 1

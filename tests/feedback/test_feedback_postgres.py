@@ -1,25 +1,19 @@
 """The same store code on PostgreSQL: a throwaway local cluster (Debian's `postgresql`) or RLHF_TEST_POSTGRES_URL.
 
-Skipped, with the reason, when neither PostgreSQL nor psycopg is available.
+Skipped, with the reason, when neither PostgreSQL nor psycopg is available. The HTTP concurrency and kill -9
+tests run on PostgreSQL too, with several workers (test_feedback_server.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
-import uuid
 
 import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from feedback_helpers import AIRCON, HOT, NOT_HOT, NOTHING, free_port, generations
-from sqlalchemy import create_engine, text
+from feedback_helpers import AIRCON, HOT, NOT_HOT, NOTHING, generations
+from sqlalchemy import text
 
 from rlhf.feedback import (
     ExportConfig,
@@ -35,62 +29,13 @@ from rlhf.feedback import (
 from rlhf.feedback.store import JudgementInput
 from rlhf.feedback.tables import Base
 
-pytest.importorskip("psycopg", reason="psycopg not installed (pip install 'rlhf[postgres]')")
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    return (["runuser", "-u", "postgres", "--"] + cmd) if os.geteuid() == 0 else cmd
-
-
-@contextlib.contextmanager
-def _local_cluster():
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not bins:
-        pytest.skip("PostgreSQL not installed (apt-get install postgresql) and RLHF_TEST_POSTGRES_URL not set")
-    bindir = os.path.dirname(bins[-1])
-    root = tempfile.mkdtemp(prefix="rlhf-pg-")
-    os.chmod(root, 0o777)
-    data, port = os.path.join(root, "data"), free_port()
-    try:
-        subprocess.run(_as_postgres([f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
-                       check=True, capture_output=True)
-        subprocess.run(_as_postgres([
-            f"{bindir}/pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-w", "-t", "60",
-            "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200", "start",
-        ]), check=True, capture_output=True)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    except subprocess.CalledProcessError as e:
-        pytest.skip(f"could not start a local PostgreSQL: {e.stderr.decode()[-300:]}")
-    except OSError as e:  # e.g. no runuser / postgres user
-        pytest.skip(f"could not start a local PostgreSQL: {e}")
-    finally:
-        subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"]), capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def server_url():
-    if url := os.environ.get("RLHF_TEST_POSTGRES_URL"):
-        yield url
-        return
-    with _local_cluster() as url:
-        yield url
-
 
 @pytest.fixture()
-def pg(server_url):
-    """A fresh database per test on the server."""
-    name = "rlhf_" + uuid.uuid4().hex[:10]
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f"CREATE DATABASE {name}")
-    url = server_url.rsplit("/", 1)[0] + "/" + name
-    db = open_database(url)
+def pg(pg_url):
+    """The store on a fresh PostgreSQL database (see conftest: a throwaway local cluster or RLHF_TEST_POSTGRES_URL)."""
+    db = open_database(pg_url)
     yield db
     db.close()
-    with admin.connect() as c:
-        c.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-    admin.dispose()
 
 
 def test_postgres_migrations_match_the_orm(pg):

@@ -194,18 +194,26 @@ def serve(
     host: Annotated[Optional[str], typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[Optional[int], typer.Option(help="TCP port.")] = None,
     admin_token: Annotated[Optional[str], typer.Option(envvar="RLHF_ADMIN_TOKEN", help="Admin token.")] = None,
+    workers: Annotated[
+        Optional[int], typer.Option(help="Worker processes on the one store (about one per CPU core).")
+    ] = None,
 ) -> None:
-    """Serve the labeling web app (FastAPI under uvicorn)."""
+    """Serve the labeling web app (FastAPI under uvicorn, in one or several worker processes)."""
     import secrets
 
     from rlhf.feedback.server import serve as run_server
 
-    cfg = build_config(ServeConfig, config, set_, db=db, host=host, port=port, admin_token=admin_token)
+    cfg = build_config(
+        ServeConfig, config, set_, db=db, host=host, port=port, admin_token=admin_token, workers=workers
+    )
     if cfg.admin_token is None:
         import dataclasses
 
         cfg = dataclasses.replace(cfg, admin_token="admin_" + secrets.token_urlsafe(18))
         console.print(f"Admin token for this run: [bold]{cfg.admin_token}[/bold] (set RLHF_ADMIN_TOKEN to fix it)")
-    console.print(f"Labelers: http://{cfg.host}:{cfg.port}/   Admin: http://{cfg.host}:{cfg.port}/admin   DB: {cfg.db}")
+    console.print(
+        f"Labelers: http://{cfg.host}:{cfg.port}/   Admin: http://{cfg.host}:{cfg.port}/admin   DB: {cfg.db}"
+        + (f"   {cfg.workers} workers" if cfg.workers > 1 else "")
+    )
     with _errors():
         run_server(cfg)

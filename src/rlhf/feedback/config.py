@@ -48,6 +48,18 @@ class ServeConfig:
     """Mark login cookies Secure (set when served over HTTPS)."""
     log_level: str = "warning"
     """uvicorn log level."""
+    workers: int = 1
+    """uvicorn worker processes serving the one store (SQLite file or PostgreSQL); about one per CPU core."""
+    threads: int = 4
+    """Request threads per worker: enough to overlap fsync and lock waits; more only queue on the GIL."""
+    pool_size: int = 20
+    """Database connections per worker process, at most (PostgreSQL: keep workers x pool_size < max_connections)."""
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if self.pool_size < 1 or self.threads < 1:
+            raise ValueError("pool_size and threads must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -46,10 +46,13 @@ def create_project(
     return p
 
 
+_PROJECT_BY_ID = select(Project).where(Project.id == bindparam("ref"))
+_PROJECT_BY_NAME = select(Project).where(Project.name == bindparam("ref"))
+
+
 def get_project(s: Session, ref: int | str) -> Project:
     """A project by id or name."""
-    cond = Project.id == ref if isinstance(ref, int) else Project.name == ref
-    p = s.scalar(select(Project).where(cond))
+    p = s.scalar(_PROJECT_BY_ID if isinstance(ref, int) else _PROJECT_BY_NAME, {"ref": ref})
     if p is None:
         raise NotFound(f"no project {ref!r}")
     return p
@@ -97,8 +100,11 @@ def create_labeler(s: Session, name: str) -> tuple[Labeler, str]:
     return lab, token
 
 
+_LABELER_BY_HASH = select(Labeler).where(Labeler.token_hash == bindparam("h"), Labeler.active.is_(True))
+
+
 def labeler_by_token(s: Session, token: str) -> Labeler | None:
-    return s.scalar(select(Labeler).where(Labeler.token_hash == hash_token(token), Labeler.active.is_(True)))
+    return s.scalar(_LABELER_BY_HASH, {"h": hash_token(token)})
 
 
 def get_labeler(s: Session, ref: int | str) -> Labeler:
@@ -135,54 +141,105 @@ def excluded_labelers(s: Session, project: Project) -> dict[str, str]:
 # --------------------------------------------------------------------------- assignments
 
 
-def next_assignment(s: Session, labeler: Labeler, project: Project) -> Assignment | None:
-    """The labeler's open assignment in `project`, else a newly claimed one, else None (nothing left).
+# The labeling loop (next, submit) runs per request: its statements are built once and run on the session's
+# connection (rows, not ORM objects), since building statements and objects costs more CPU than SQLite's work.
+_PROJECT_K = select(Project.labelers_per_item).where(Project.id == bindparam("project"))
+_OWN = (Assignment.labeler_id == bindparam("labeler"), Assignment.project_id == bindparam("project"))
+_PENDING = select(Assignment.id).where(*_OWN, Assignment.status == "pending").order_by(Assignment.id).limit(1)
+_NOT_MINE = ~exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == bindparam("labeler"))
+_OPEN = (Item.project_id == bindparam("project"), Item.n_assigned < bindparam("k"), _NOT_MINE)
+# One level of n_assigned at a time: (project_id, n_assigned) is indexed, so this reads items in id order and
+# stops after 16, where "n_assigned < k ORDER BY n_assigned DESC, id" would sort every open item of the project.
+_CANDIDATES = select(Item.id).where(
+    Item.project_id == bindparam("project"), Item.n_assigned == bindparam("n"), _NOT_MINE).order_by(Item.id).limit(16)
+_ANY_LEFT = select(Item.id).where(*_OPEN).limit(1)
+_CLAIM = update(Item).where(Item.id == bindparam("item"), Item.n_assigned < bindparam("k")).values(
+    n_assigned=Item.n_assigned + 1)
+_ASSIGN = insert(Assignment).returning(Assignment.id)
 
-    Items that already have some labelers come first, so items complete early. A slot is claimed with a
+
+def _try_claim(s: Session, item_id: int, k: int, keys: dict) -> int | None:
+    c = s.connection()
+    if c.execute(_CLAIM, {"item": item_id, "k": k}).rowcount != 1:
+        return None
+    return c.execute(_ASSIGN, {
+        "project_id": keys["project"], "item_id": item_id, "labeler_id": keys["labeler"],
+        "status": "pending", "created_at": utcnow(),
+    }).scalar_one()
+
+
+def claim_next(s: Session, labeler_id: int, project_id: int) -> int | None:
+    """Id of the labeler's open assignment in the project, else of a newly claimed one, else None (nothing left).
+
+    Items that already have more labelers come first, so items complete early. A slot is claimed with a
     conditional UPDATE (n_assigned < k), so concurrent claims never exceed k; the unique (item, labeler)
     constraint makes a second assignment of the same item to the same labeler impossible.
     """
-    pending = s.scalar(
-        select(Assignment).where(
-            Assignment.labeler_id == labeler.id, Assignment.project_id == project.id, Assignment.status == "pending"
-        ).order_by(Assignment.id).limit(1)
-    )
+    c = s.connection()
+    k = c.execute(_PROJECT_K, {"project": project_id}).scalar()
+    if k is None:
+        raise NotFound(f"no project {project_id!r}")
+    keys = {"labeler": labeler_id, "project": project_id}
+    pending = c.execute(_PENDING, keys).scalar()
     if pending is not None:
         return pending
-    k = project.labelers_per_item
-    mine = exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == labeler.id)
+    # SQLite runs one write transaction at a time, so nothing can change under this one. PostgreSQL runs
+    # them side by side: a claim can lose a race (retry), and a savepoint undoes a lost one's UPDATE.
+    serial = c.dialect.name == "sqlite"
     while True:
-        candidates = s.scalars(
-            select(Item.id).where(Item.project_id == project.id, Item.n_assigned < k, ~mine)
-            .order_by(Item.n_assigned.desc(), Item.id).limit(16)
-        ).all()
-        if not candidates:
+        for level in range(k - 1, -1, -1):
+            for item_id in c.execute(_CANDIDATES, keys | {"n": level}).scalars().all():
+                if serial:
+                    claimed = _try_claim(s, item_id, k, keys)
+                else:
+                    try:
+                        with s.begin_nested():
+                            claimed = _try_claim(s, item_id, k, keys)
+                    except IntegrityError:  # this labeler claimed the item in a concurrent request
+                        claimed = None
+                if claimed is not None:
+                    return claimed
+        if serial or c.execute(_ANY_LEFT, keys | {"k": k}).first() is None:
             return None
-        for item_id in candidates:
-            try:
-                with s.begin_nested():
-                    claimed = s.execute(
-                        update(Item).where(Item.id == item_id, Item.n_assigned < k)
-                        .values(n_assigned=Item.n_assigned + 1)
-                    ).rowcount
-                    if claimed != 1:
-                        continue
-                    a = Assignment(project_id=project.id, item_id=item_id, labeler_id=labeler.id)
-                    s.add(a)
-            except IntegrityError:  # this labeler claimed the item in a concurrent request
-                continue
-            return a
 
 
-def get_assignment(s: Session, labeler: Labeler, assignment_id: int) -> Assignment:
+def next_assignment(s: Session, labeler: Labeler, project: Project) -> Assignment | None:
+    """`claim_next` as an ORM Assignment (with its item and completions a lazy load away)."""
+    return s.get(Assignment, aid) if (aid := claim_next(s, labeler.id, project.id)) is not None else None
+
+
+@dataclass(frozen=True)
+class ItemView:
+    external_id: str
+    prompt: str
+    completions: tuple
+    """Rows with .id, .position and .text, in position order."""
+
+
+@dataclass(frozen=True)
+class AssignmentView:
+    """An assignment as its labeler sees it, read in one query (what the labeling page and API show)."""
+    id: int
+    project_id: int
+    status: str
+    item: ItemView
+
+
+_VIEW = (
+    select(Assignment.project_id, Assignment.labeler_id, Assignment.status, Item.external_id, Item.prompt,
+           Completion.id, Completion.position, Completion.text)
+    .join(Item, Assignment.item_id == Item.id).join(Completion, Completion.item_id == Item.id)
+    .where(Assignment.id == bindparam("assignment")).order_by(Completion.position)
+)
+
+
+def assignment_view(s: Session, labeler_id: int, assignment_id: int) -> AssignmentView:
     """The labeler's own assignment with its item and completions; another's raises NotFound."""
-    a = s.scalar(
-        select(Assignment).where(Assignment.id == assignment_id)
-        .options(selectinload(Assignment.item).selectinload(Item.completions))
-    )
-    if a is None or a.labeler_id != labeler.id:
+    rows = s.connection().execute(_VIEW, {"assignment": assignment_id}).all()
+    if not rows or rows[0].labeler_id != labeler_id:
         raise NotFound(f"no assignment {assignment_id} for this labeler")
-    return a
+    return AssignmentView(assignment_id, rows[0].project_id, rows[0].status,
+                          ItemView(rows[0].external_id, rows[0].prompt, tuple(rows)))
 
 
 @dataclass(frozen=True)
@@ -199,8 +256,8 @@ class JudgementInput:
     """AI labelers: the evidence behind the judgement, shown on the admin audit page."""
 
 
-def _validate(project: Project, item: Item, j: JudgementInput) -> dict:
-    ids = [c.id for c in item.completions]
+def _validate(mode: str, ids: list[int], j: JudgementInput) -> dict:
+    """The judgement's stored fields, checked against the project's mode and the item's completion ids."""
     given = [name for name in ("ranking", "thumbs", "flag_reason") if getattr(j, name) is not None]
     if len(given) != 1:
         raise InvalidJudgement(f"send exactly one of ranking, thumbs or flag_reason (got {given or 'none'})")
@@ -210,12 +267,23 @@ def _validate(project: Project, item: Item, j: JudgementInput) -> dict:
             raise InvalidJudgement("flagging an item needs a reason")
         return {"kind": "flag", "flag_reason": reason}
     if j.ranking is not None:
-        if project.mode != "rank":
+        if mode != "rank":
             raise InvalidJudgement("this project collects thumbs up/down, not rankings")
         return {"kind": "rank", "ranking": [list(t) for t in normalize_ranking(j.ranking, ids)]}
-    if project.mode != "thumbs":
+    if mode != "thumbs":
         raise InvalidJudgement("this project collects rankings, not thumbs up/down")
     return {"kind": "thumbs", "thumbs": list(normalize_thumbs(j.thumbs or {}, ids))}
+
+
+_LOCK_ASSIGNMENT = (  # the row as locked now, even if this session holds an older copy
+    select(Assignment).where(Assignment.id == bindparam("assignment")).with_for_update()
+    .execution_options(populate_existing=True)
+)
+_JUDGED_ITEM = (
+    select(Project.mode, Completion.id).join(Item, Item.project_id == Project.id)
+    .join(Completion, Completion.item_id == Item.id).where(Item.id == bindparam("item")).order_by(Completion.position)
+)
+_OLD_JUDGEMENT = select(Judgement).where(Judgement.assignment_id == bindparam("assignment"))
 
 
 def submit_judgement(s: Session, labeler: Labeler, assignment_id: int, j: JudgementInput) -> tuple[Judgement, bool]:
@@ -224,15 +292,12 @@ def submit_judgement(s: Session, labeler: Labeler, assignment_id: int, j: Judgem
     Resending the same judgement (a retry) returns the stored one with created=False; a different
     judgement for a finished assignment raises Conflict. Invalid input raises InvalidJudgement.
     """
-    a = s.scalar(
-        select(Assignment).where(Assignment.id == assignment_id).with_for_update()
-        .options(selectinload(Assignment.item).selectinload(Item.completions))
-    )
+    a = s.scalar(_LOCK_ASSIGNMENT, {"assignment": assignment_id})
     if a is None or a.labeler_id != labeler.id:
         raise NotFound(f"no assignment {assignment_id} for this labeler")
-    project = s.get(Project, a.project_id)
-    fields = _validate(project, a.item, j)
-    old = s.scalar(select(Judgement).where(Judgement.assignment_id == a.id))
+    item = s.connection().execute(_JUDGED_ITEM, {"item": a.item_id}).all()
+    fields = _validate(item[0].mode, [row.id for row in item], j)
+    old = s.scalar(_OLD_JUDGEMENT, {"assignment": a.id}) if a.status == "done" else None  # done <=> judged
     if old is not None:
         if all(getattr(old, key) == value for key, value in fields.items()):
             return old, False
@@ -288,11 +353,29 @@ def project_progress(s: Session, project: Project) -> ProjectProgress:
 
 
 def remaining_for(s: Session, labeler_id: int, project: Project) -> int:
-    mine = exists().where(Assignment.item_id == Item.id, Assignment.labeler_id == labeler_id)
-    return s.scalar(
-        select(func.count()).select_from(Item)
-        .where(Item.project_id == project.id, Item.n_assigned < project.labelers_per_item, ~mine)
-    ) or 0
+    keys = {"labeler": labeler_id, "project": project.id, "k": project.labelers_per_item}
+    return s.scalar(select(func.count()).select_from(Item).where(*_OPEN), keys) or 0
+
+
+@dataclass(frozen=True)
+class OwnProgress:
+    done: int
+    remaining: int
+    """Items this labeler could still be given, their open ones included."""
+
+
+_OWN_PROGRESS = select(
+    select(func.count()).where(*_OWN, Assignment.status == "done").scalar_subquery(),
+    select(func.count()).where(*_OWN, Assignment.status == "pending").scalar_subquery(),
+    select(func.count()).select_from(Item).where(*_OPEN).scalar_subquery(),
+)
+
+
+def own_progress(s: Session, labeler_id: int, project: Project) -> OwnProgress:
+    """One labeler's progress in one project, in one query (the labeling page shows it after every item)."""
+    keys = {"labeler": labeler_id, "project": project.id, "k": project.labelers_per_item}
+    done, pending, free = s.connection().execute(_OWN_PROGRESS, keys).one()
+    return OwnProgress(done, pending + free)
 
 
 def labeler_progress(s: Session, project: Project, labelers: Sequence[Labeler] | None = None) -> list[LabelerProgress]:

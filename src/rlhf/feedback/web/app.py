@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
 from pathlib import Path
 from typing import AsyncIterator
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+import anyio.to_thread
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 
 from rlhf import __version__
-from rlhf.feedback import store
+from rlhf.config import load_config
 from rlhf.feedback.config import ServeConfig
 from rlhf.feedback.db import Database, open_database
-from rlhf.feedback.rankings import InvalidJudgement
-from rlhf.feedback.web.deps import NotAuthenticated
+from rlhf.feedback.web.errors import add_error_handlers
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -48,15 +47,21 @@ def _templates() -> Jinja2Templates:
     return t
 
 
-def create_app(settings: ServeConfig = ServeConfig(), db: Database | None = None) -> FastAPI:
-    """The app over `db` (or `settings.db`, opened and migrated at startup and closed at shutdown)."""
+def create_app(settings: ServeConfig = ServeConfig(), db: Database | None = None, *, migrate: bool = True) -> FastAPI:
+    """The app over `db`, or over `settings.db`: opened (and migrated unless `migrate=False`) at startup,
+    closed at shutdown."""
     from rlhf.feedback.web.routes import admin, api, label
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Sync routes run in anyio's thread pool. A few threads overlap the waits (fsync, the write lock, the
+        # network); more only queue on the GIL, and a writer holding the store's lock then waits for it.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
         own = app.state.db is None
         if own:
-            app.state.db = open_database(settings.db, synchronous=settings.synchronous)
+            app.state.db = open_database(
+                settings.db, migrate=migrate, synchronous=settings.synchronous, pool_size=settings.pool_size
+            )
         try:
             yield
         finally:
@@ -64,42 +69,21 @@ def create_app(settings: ServeConfig = ServeConfig(), db: Database | None = None
                 app.state.db.close()
                 app.state.db = None
 
-    app = FastAPI(title="rlhf feedback", version=__version__, lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
+    app = FastAPI(
+        title="rlhf feedback", version=__version__, lifespan=lifespan, docs_url="/api/docs", redoc_url=None,
+        description="Labeling API: labelers claim items and submit rankings, thumbs or flags; admins follow "
+                    "progress and agreement. Every error body is `ErrorOut`.",
+    )
     app.state.settings = settings
     app.state.db = db
     app.state.admin_token = resolve_admin_token(settings)
     app.state.templates = _templates()
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(api.router)
+    app.include_router(api.admin)
     app.include_router(label.router)
     app.include_router(admin.router)
-
-    @app.exception_handler(NotAuthenticated)
-    async def _not_authenticated(request: Request, exc: NotAuthenticated) -> Response:
-        if request.url.path.startswith("/api/"):
-            what = "admin token" if exc.admin else "labeler token"
-            return JSONResponse({"detail": f"missing or invalid {what}"}, 401, {"WWW-Authenticate": "Bearer"})
-        return RedirectResponse("/admin/login" if exc.admin else "/login", 303)
-
-    @app.exception_handler(store.NotFound)
-    async def _not_found(request: Request, exc: store.NotFound) -> Response:
-        return JSONResponse({"detail": str(exc)}, 404)
-
-    @app.exception_handler(store.Conflict)
-    async def _conflict(request: Request, exc: store.Conflict) -> Response:
-        return JSONResponse({"detail": str(exc)}, 409)
-
-    @app.exception_handler(InvalidJudgement)
-    async def _invalid(request: Request, exc: InvalidJudgement) -> Response:
-        return JSONResponse({"detail": str(exc)}, 422)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
-        ]
-        message = "; ".join(f"{'.'.join(str(x) for x in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
-        return JSONResponse({"detail": message, "errors": errors}, 422)
+    add_error_handlers(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
@@ -108,11 +92,19 @@ def create_app(settings: ServeConfig = ServeConfig(), db: Database | None = None
     return app
 
 
+SERVE_CONFIG_ENV = "RLHF_SERVE_CONFIG"
+"""Env var through which `rlhf serve --workers N` hands its resolved ServeConfig (JSON) to each worker."""
+
+
 def create_app_from_env() -> FastAPI:
     """uvicorn factory (`uvicorn --factory rlhf.feedback.web.app:create_app_from_env`).
 
-    Reads RLHF_FEEDBACK_DB (store path or URL), RLHF_ADMIN_TOKEN and RLHF_SQLITE_SYNCHRONOUS (FULL or NORMAL).
+    Reads RLHF_SERVE_CONFIG (a ServeConfig as JSON, set by `rlhf serve --workers N`, whose parent process
+    has already migrated the store), else RLHF_FEEDBACK_DB (store path or URL), RLHF_ADMIN_TOKEN and
+    RLHF_SQLITE_SYNCHRONOUS (FULL or NORMAL).
     """
+    if raw := os.environ.get(SERVE_CONFIG_ENV):
+        return create_app(load_config(ServeConfig, **json.loads(raw)), migrate=False)
     return create_app(ServeConfig(
         db=os.environ.get("RLHF_FEEDBACK_DB", ServeConfig.db),
         synchronous=os.environ.get("RLHF_SQLITE_SYNCHRONOUS", ServeConfig.synchronous),  # type: ignore[arg-type]

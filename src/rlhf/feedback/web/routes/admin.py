@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from rlhf.feedback import store
 from rlhf.feedback.service import ai_audit_rows, project_agreement, project_ai_agreement
-from rlhf.feedback.web.deps import ADMIN_COOKIE, AdminOnly, SessionDep
+from rlhf.feedback.web.deps import ADMIN_COOKIE, AdminOnly, IdPath, ReadSessionDep, SessionDep
 from rlhf.feedback.web.routes.label import render, set_cookie
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -39,7 +39,7 @@ def _overview(request: Request, s, new_labeler: tuple[str, str] | None = None, e
 
 
 @router.get("")
-def admin_index(request: Request, _: AdminOnly, s: SessionDep) -> Response:
+def admin_index(request: Request, _: AdminOnly, s: ReadSessionDep) -> Response:
     return _overview(request, s)
 
 
@@ -57,7 +57,7 @@ def admin_add_labeler(
 
 
 @router.get("/projects/{project_id}")
-def admin_project(project_id: int, request: Request, _: AdminOnly, s: SessionDep) -> Response:
+def admin_project(project_id: IdPath, request: Request, _: AdminOnly, s: ReadSessionDep) -> Response:
     p = store.get_project(s, project_id)
     report = project_agreement(s, p)
     progress = {x.name: x for x in store.labeler_progress(s, p, [lab for lab in store.list_labelers(s) if lab.kind == "human"])}
@@ -72,7 +72,7 @@ def admin_project(project_id: int, request: Request, _: AdminOnly, s: SessionDep
 
 @router.post("/projects/{project_id}/labelers/{labeler_id}/exclusion")
 def admin_set_exclusion(
-    project_id: int, labeler_id: int, _: AdminOnly, s: SessionDep, excluded: Annotated[bool, Form()] = True,
+    project_id: IdPath, labeler_id: IdPath, _: AdminOnly, s: SessionDep, excluded: Annotated[bool, Form()] = True,
 ) -> Response:
     store.set_excluded(
         s, store.get_project(s, project_id), store.get_labeler(s, labeler_id), excluded,
@@ -96,7 +96,7 @@ def tiers_text(tiers) -> str:  # noqa: ANN001
 
 
 @router.get("/projects/{project_id}/ai/{labeler_id}", responses=AUDIT_RESPONSES)
-def admin_ai_audit(project_id: int, labeler_id: int, request: Request, _: AdminOnly, s: SessionDep) -> Response:
+def admin_ai_audit(project_id: IdPath, labeler_id: IdPath, request: Request, _: AdminOnly, s: ReadSessionDep) -> Response:
     """Every item an AI labeler judged, its choice and confidence beside the people's consensus."""
     p, lab = store.get_project(s, project_id), store.get_labeler(s, labeler_id)
     rows = ai_audit_rows(s, p, lab.name)
@@ -105,7 +105,7 @@ def admin_ai_audit(project_id: int, labeler_id: int, request: Request, _: AdminO
 
 
 @router.get("/projects/{project_id}/items/{item_id}", responses=AUDIT_RESPONSES)
-def admin_item(project_id: int, item_id: int, request: Request, _: AdminOnly, s: SessionDep) -> Response:
+def admin_item(project_id: IdPath, item_id: IdPath, request: Request, _: AdminOnly, s: ReadSessionDep) -> Response:
     """One item as labelers see it, with every judgement on it; an AI's shows its choice, confidence and evidence."""
     p = store.get_project(s, project_id)
     item, judgements = store.item_judgements(s, p, item_id)

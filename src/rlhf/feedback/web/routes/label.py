@@ -8,8 +8,15 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from rlhf.feedback import store
-from rlhf.feedback.web.deps import ADMIN_COOKIE, LABELER_COOKIE, CurrentLabeler, SessionDep
-from rlhf.feedback.web.schemas import assignment_out
+from rlhf.feedback.web.deps import (
+    ADMIN_COOKIE,
+    LABELER_COOKIE,
+    CurrentLabeler,
+    DatabaseDep,
+    IdPath,
+    ReadSessionDep,
+    SettingsDep,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -31,7 +38,7 @@ def login_page(request: Request) -> Response:
 
 
 @router.post("/login")
-def login(request: Request, s: SessionDep, token: Annotated[str, Form(max_length=200)] = "") -> Response:
+def login(request: Request, s: ReadSessionDep, token: Annotated[str, Form(max_length=200)] = "") -> Response:
     labeler = store.labeler_by_token(s, token.strip()) if token.strip() else None
     if labeler is None:
         return render(request, "login.html", 401, error="That token is not valid. Ask your project admin for yours.")
@@ -49,25 +56,25 @@ def logout() -> Response:
 
 
 @router.get("/")
-def home(request: Request, labeler: CurrentLabeler, s: SessionDep) -> Response:
+def home(request: Request, labeler: CurrentLabeler, s: ReadSessionDep) -> Response:
     rows = []
     for p in store.list_projects(s):
-        prog = store.labeler_progress(s, p, [labeler])[0]
+        prog = store.own_progress(s, labeler.id, p)
         rows.append((p, prog))
     return render(request, "projects.html", labeler=labeler, rows=rows)
 
 
 @router.get("/projects/{project_id}")
-def label_page(project_id: int, request: Request, labeler: CurrentLabeler, s: SessionDep) -> Response:
+def label_page(
+    project_id: IdPath, request: Request, labeler: CurrentLabeler, db: DatabaseDep, settings: SettingsDep
+) -> Response:
     """The next item for this labeler (their open one, else a newly claimed one), or a done page."""
-    p = store.get_project(s, project_id)
-    a = store.next_assignment(s, labeler, p)
-    task = assignment_out(a, p, request.app.state.settings.shuffle_completions) if a else None
-    prog = store.labeler_progress(s, p, [labeler])[0]
-    s.commit()
+    from rlhf.feedback.web.routes.api import next_task
+
+    p, task, prog = next_task(db, labeler, project_id, settings.shuffle_completions)
     return render(request, "label.html", labeler=labeler, project=p, task=task, progress=prog)
 
 
 @router.get("/projects/{project_id}/instructions")
-def instructions_page(project_id: int, request: Request, labeler: CurrentLabeler, s: SessionDep) -> Response:
+def instructions_page(project_id: IdPath, request: Request, labeler: CurrentLabeler, s: ReadSessionDep) -> Response:
     return render(request, "instructions.html", labeler=labeler, project=store.get_project(s, project_id))
