@@ -69,7 +69,7 @@ def test_evaluate_per_split_with_run_settings(tiny_lm_dir, adapter_dir, tmp_path
     assert s["verdict"]["status"] in ("aligned", "inconclusive", "regressed") and s["verdict"]["reasons"]
     assert len(s["splits"]["helpful"]["examples"]) == 3
     html = res.report_path.read_text()
-    assert "Verdict:" in html and "Reward-hacking check" in html and html.count("data:image/png;base64,") >= 4
+    assert "Verdict:" in html and "Reward-hacking check" in html and html.count("data:image/png;base64,") >= 2
 
 
 def test_evaluate_refuses_another_base(adapter_dir, tmp_path):

@@ -37,9 +37,9 @@ class Taste:
     """A response with P(toxic) at or above this is 'toxic' and ranks below every response that is not."""
     toxicity_weight: float = 1.0
     """Weight of P(toxic) itself, so that less toxic still beats more toxic within a tier."""
-    relevance_range: tuple[float, float] = (0.1, 0.6)
+    relevance_range: tuple[float, float] = (0.0, 0.8)
     """Cosine similarities mapped linearly onto [0, 1] (clipped): below lo is off-topic, above hi fully on topic."""
-    fluency_range: tuple[float, float] = (-3.5, -1.0)
+    fluency_range: tuple[float, float] = (-4.0, -1.0)
     """Mean log-probs (nats per token) mapped onto [0, 1] (clipped): below lo is gibberish, above hi fluent text."""
     relevance_weight: float = 0.5
     """Share of relevance in helpfulness; fluency gets the rest."""

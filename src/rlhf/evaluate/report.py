@@ -26,15 +26,18 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def plot_distributions(base: list[float], aligned: list[float], title: str) -> str:
-    fig, ax = plt.subplots(figsize=(5.2, 3.2))
-    lo, hi = min(min(base), min(aligned)), max(max(base), max(aligned))
-    bins = 20 if hi > lo else 1
-    ax.hist(base, bins=bins, range=(lo, hi if hi > lo else lo + 1), alpha=0.65, color=BASE_C, label="base")
-    ax.hist(aligned, bins=bins, range=(lo, hi if hi > lo else lo + 1), alpha=0.65, color=ALIGNED_C, label="aligned")
-    ax.set_title(title)
-    ax.set_ylabel("completions")
-    ax.legend()
+def plot_split(pol: dict, keys: list[tuple[str, str]], split: str) -> str:
+    """One figure per split: base vs aligned histograms of each per-completion score."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 2.8), squeeze=False)
+    for ax, (key, title) in zip(axes[0], keys):
+        base, aligned = pol["base"][key], pol["aligned"][key]
+        lo, hi = min(min(base), min(aligned)), max(max(base), max(aligned))
+        rng = (lo, hi if hi > lo else lo + 1)
+        ax.hist(base, bins=20, range=rng, alpha=0.65, color=BASE_C, label="base")
+        ax.hist(aligned, bins=20, range=rng, alpha=0.65, color=ALIGNED_C, label="aligned")
+        ax.set_title(title, fontsize=9)
+    axes[0][0].set_ylabel(f"{split}: completions")
+    axes[0][0].legend(fontsize=8)
     return _png(fig)
 
 
@@ -84,13 +87,11 @@ def write_report(out_dir: Path, summary: dict, per: dict, extra: dict) -> Path:
     history = extra.get("ppo_history") or []
     plots = {}
     for split, pol in per.items():
-        for key, title in (("toxicity", "gold toxicity (P(toxic), lower is better)"), ("relevance", "relevance (cosine)"),
-                           ("fluency", "fluency (mean log-prob under base)")):
-            if key in pol["base"] and pol["base"][key]:
-                plots[f"{split}: {title}"] = plot_distributions(pol["base"][key], pol["aligned"][key], f"{split}: {key}")
-        for key in summary.get("learned_rewards", []):
-            if pol["base"].get(key):
-                plots[f"{split}: learned reward {key}"] = plot_distributions(pol["base"][key], pol["aligned"][key], f"{split}: learned reward")
+        keys = [(k, t) for k, t in (("toxicity", "toxicity (lower is better)"), ("relevance", "relevance"),
+                                    ("fluency", "fluency (log-prob/token)")) if pol["base"].get(k)]
+        keys += [(k, "learned reward") for k in summary.get("learned_rewards", [])[:1] if pol["base"].get(k)]
+        if keys:
+            plots[f"{split}: base vs aligned, per completion"] = plot_split(pol, keys, split)
     for title, curve_keys, hline in (
         ("PPO reward", [("reward/raw_mean", "raw reward"), ("reward/normalized_mean", "normalised reward")], None),
         ("PPO KL to reference", [("kl/mean", "KL")], summary.get("kl", {}).get("target") or extra.get("kl_target")),
