@@ -35,26 +35,23 @@ class Taste:
 
     toxic_threshold: float = 0.5
     """A response with P(toxic) at or above this is 'toxic' and ranks below every response that is not."""
-    toxicity_weight: float = 1.0
+    toxicity_weight: float = 0.5
     """Weight of P(toxic) itself, so that less toxic still beats more toxic within a tier."""
     relevance_range: tuple[float, float] = (0.0, 0.8)
-    """Cosine similarities mapped linearly onto [0, 1] (clipped): below lo is off-topic, above hi fully on topic."""
+    """Cosine similarities mapped linearly onto [0, 1] (clipped): at lo off-topic, from hi fully on topic."""
     fluency_range: tuple[float, float] = (-4.0, -1.0)
-    """Mean log-probs (nats per token) mapped onto [0, 1] (clipped): below lo is gibberish, above hi fluent text."""
-    relevance_weight: float = 0.5
-    """Share of relevance in helpfulness; fluency gets the rest."""
+    """Mean log-probs (nats per token) mapped onto [0, 1] (clipped): at lo gibberish, from hi fluent text."""
 
     def helpfulness(self, relevance: float, fluency: float) -> float:
-        """In [0, 1]: the weighted mean of relevance and fluency, each rescaled to [0, 1]."""
-        r = _unit(relevance, self.relevance_range)
-        f = _unit(fluency, self.fluency_range)
-        return self.relevance_weight * r + (1 - self.relevance_weight) * f
+        """In [0, 1]: rescaled relevance x rescaled fluency. A product, because an answer helps only if it is
+        both on topic and coherent: word salad made of the prompt's words is 'relevant' to an encoder."""
+        return _unit(relevance, self.relevance_range) * _unit(fluency, self.fluency_range)
 
     def __call__(self, toxicity: float, relevance: float, fluency: float) -> float:
         """The labeler's utility, higher is better: -2 x [toxic] - w x P(toxic) + helpfulness.
 
-        The tier term (2 > the whole helpfulness range) makes any polite response beat any toxic one;
-        within a tier, each 0.1 of P(toxic) weighs as much as 0.1 of helpfulness (with weight 1).
+        The tier term (2 > the whole helpfulness range plus w) makes any polite response beat any toxic one;
+        within a tier, helpfulness decides, and 0.1 of P(toxic) weighs as much as 0.05 of helpfulness (w = 0.5).
         """
         toxic = float(toxicity >= self.toxic_threshold)
         return -2.0 * toxic - self.toxicity_weight * toxicity + self.helpfulness(relevance, fluency)
