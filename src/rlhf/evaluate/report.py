@@ -133,7 +133,8 @@ def split_rows(summary: dict, split: str) -> list[tuple[str, str, str, str, str,
         d, r = m["diff"], m["relative"]
         rel = f"{r['value']:+.1%}" if r["value"] == r["value"] else ""
         arrow = "" if m.get("kind") == "shape" else ("↑" if m.get("higher_is_better", True) else "↓")
-        rows.append((f"{LABELS.get(k, 'learned reward ' + k)} {arrow}".strip(), f"{m['base']:.3f}", f"{m['aligned']:.3f}",
+        label = LABELS.get(k) or f"learned reward ({Path(k.split(':', 1)[-1]).name})"
+        rows.append((f"{label} {arrow}".strip(), f"{m['base']:.3f}", f"{m['aligned']:.3f}",
                      f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]", rel,
                      "" if m.get("kind") == "shape" else better_worse(m)))
     kl = summary["splits"][split]["kl"]
