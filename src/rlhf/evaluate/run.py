@@ -131,11 +131,15 @@ def _run_config(aligned: str) -> tuple[dict, Path | None]:
     return {}, None
 
 
-def run_settings(cfg: EvaluateConfig) -> RunSettings:
-    """Resolve base, sampling, system prompt and KL target from the config and the run folder's saved config."""
+def run_settings(cfg: EvaluateConfig, check_base: bool = True) -> RunSettings:
+    """Resolve base, sampling, system prompt and KL target from the config and the run folder's saved config.
+
+    `check_base=False` when the caller passes the policies itself and so chooses the base on purpose (e.g. the
+    constitutional chain compares with the model before SFT, not with PPO's starting point).
+    """
     run, path = _run_config(cfg.aligned)
     run_base = run.get("model")
-    if cfg.base and run_base and resolve(cfg.base) != resolve(run_base):
+    if check_base and cfg.base and run_base and resolve(cfg.base) != resolve(run_base):
         raise ConfigError(f"base: {cfg.aligned} was trained from {run_base!r} ({path}), not {cfg.base!r}; KL and fluency "
                           "must be measured against the run's own base. Leave base unset.")
     rs = run.get("sampling") or {}
@@ -232,7 +236,7 @@ def run_evaluate(
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / "evaluate.yaml")
     # 1. the run's settings
-    rs = run_settings(cfg)
+    rs = run_settings(cfg, check_base=policies is None)
     splits = {_split_name(spec): read_prompts(resolve_prompts(spec), split=cfg.split)[: cfg.limit] for spec in cfg.prompts}
     aligned, base, tok = policies or load_policies(cfg, rs.base)
     base_lm = base if base is not None else aligned
