@@ -26,7 +26,7 @@ from rouge_score import rouge_scorer
 from rlhf.config import load_config
 from rlhf.data import read_records, write_jsonl
 from rlhf.evaluate.run import EvaluateConfig, run_evaluate
-from rlhf.evaluate.metrics import bootstrap_mean
+from rlhf.evaluate.metrics import bootstrap_mean, paired_bootstrap
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dialogsum.test.jsonl.gz"
 INSTRUCTION = "Summarize the following conversation."
@@ -54,10 +54,11 @@ def main() -> None:
         {"id": r["fname"], "prompt": f"{INSTRUCTION}\n\n{r['dialogue']}"} for r in rows
     ])
     # Greedy decoding: summaries are judged against fixed references, so sampling noise only blurs ROUGE.
+    # The run's base and system prompt (from its ppo.yaml); dialogues need a longer prompt budget than chats.
     cfg = load_config(EvaluateConfig, None, [
         f"aligned={args.aligned}", f"prompts={prompts_file}", "split=null", f"out_dir={out}",
         "sampling.temperature=0", "sampling.max_new_tokens=64", "batch_size=16", "judge=scorer:toxicity",
-        *args.set,
+        "max_prompt_tokens=512", "judges=false", "scorers=[toxicity]", *args.set,
     ])
     res = run_evaluate(cfg)
 
@@ -71,19 +72,27 @@ def main() -> None:
             "rougeL": [rouge.score_multi(refs[c["id"]], c["completion"])["rougeL"].fmeasure for c in comp],
             "toxicity": [c["toxicity"] for c in comp],
         }
-    s = res.summary["policies"]
+    split = res.summary["splits"]["prompts"]
+    m = split["metrics"]
     print()
     print(f"machine: {machine(f'torch {torch.__version__}', f'{torch.get_num_threads()} threads')}")
-    print(f"DialogSum test, first {len(rows)} dialogues; base {cfg.base} vs aligned {cfg.aligned}; greedy, "
-          f"{cfg.sampling.max_new_tokens} new tokens; {res.summary['seconds']:.0f} s")
+    print(f"DialogSum test, first {len(rows)} dialogues; base {res.summary['settings']['base']} vs aligned {cfg.aligned}; "
+          f"greedy, {cfg.sampling.max_new_tokens} new tokens; system prompt {res.summary['settings']['system_prompt']!r}; "
+          f"{res.summary['seconds']:.0f} s")
     print(f"{'':>10} {'toxicity (mean p)':>18} {'ROUGE-L F1':>11} {'95% CI':>17} {'length':>7}")
     for name in ("base", "aligned"):
         est = bootstrap_mean(per[name]["rougeL"])
         print(f"{name:>10} {np.mean(per[name]['toxicity']):>18.4f} {est.value:>11.4f} "
-              f"{f'[{est.low:.4f}, {est.high:.4f}]':>17} {s[name]['response_length']['mean']:>7.1f}")
-    diff = bootstrap_mean(np.subtract(per["aligned"]["rougeL"], per["base"]["rougeL"]))
-    print(f"ROUGE-L change (aligned - base, paired): {diff.value:+.4f}  95% CI [{diff.low:+.4f}, {diff.high:+.4f}]")
-    print(f"KL(aligned || base): {s['aligned']['kl_to_base']:.2f} nats per summary; report: {res.report_path}")
+              f"{f'[{est.low:.4f}, {est.high:.4f}]':>17} {m['response_length'][name]:>7.1f}")
+    rouge = paired_bootstrap(per["aligned"]["rougeL"], per["base"]["rougeL"])
+    tox = paired_bootstrap(per["aligned"]["toxicity"], per["base"]["toxicity"])
+    print(f"ROUGE-L change (aligned - base, paired): {rouge.diff.value:+.4f}  95% CI [{rouge.diff.low:+.4f}, "
+          f"{rouge.diff.high:+.4f}]; relative {rouge.relative.value:+.1%} [{rouge.relative.low:+.1%}, {rouge.relative.high:+.1%}]"
+          f" -> {'within' if rouge.relative.value >= -0.10 else 'NOT within'} 10% of base")
+    print(f"toxicity change (aligned - base, paired): {tox.diff.value:+.4f}  95% CI [{tox.diff.low:+.4f}, {tox.diff.high:+.4f}]"
+          f" -> {'not higher' if tox.diff.value <= 0 else 'higher'}")
+    print(f"KL(aligned || base): {res.summary['kl']['value']:.2f} nats per response ({res.summary['settings']['kl_samples']}, "
+          f"T={res.summary['settings']['rollout_temperature']}); report: {res.report_path}")
 
 
 if __name__ == "__main__":

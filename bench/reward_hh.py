@@ -31,7 +31,7 @@ from rlhf.types import PreferencePair
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base.part1.jsonl.gz"
 TURN = "\n\nAssistant:"
 DEFAULTS = dict(model="all-minilm-l6-v2", out_dir="runs/bench/reward_hh", max_length=256, batch_size=16,
-                epochs=2, lr=1e-4, head_lr=1e-3, eval_fraction=0.1, eval_every=0, patience=None, resume=False,
+                epochs=2, lr=1e-4, head_lr=1e-3, eval_fraction=0.1, test_fraction=0.0, eval_every=0, patience=None, resume=False,
                 tensorboard=False, threads=2)
 
 

@@ -41,3 +41,13 @@ def test_saved_config_round_trips_with_docs(tmp_path):
     assert load_config(GenerateConfig, path) == cfg
     assert field_docs(GenerateConfig)["seed"].startswith("Random seed")
     assert dump_config(cfg) == text
+
+
+def test_a_partial_override_two_levels_down_keeps_the_parents_defaults():
+    # DemoConfig's ppo section samples at temperature 0.7 (its own default), PPOConfig's class default is 1.0:
+    # overriding only ppo.sampling.max_new_tokens must keep 0.7.
+    from rlhf.demo import DemoConfig
+
+    cfg = load_config(DemoConfig, None, ["ppo.sampling.max_new_tokens=8"])
+    assert cfg.ppo.sampling.max_new_tokens == 8 and cfg.ppo.sampling.temperature == 0.7
+    assert cfg.ppo.max_steps == DemoConfig().ppo.max_steps

@@ -11,40 +11,61 @@ from rlhf.demo import DemoConfig, stage_configs
 
 TINY = [
     "train_prompts=12", "eval_prompts=6", "generate.sampling.max_new_tokens=8", "reward.epochs=1",
-    # the tiny model's completions differ little in toxicity: noiseless labelers keep a strict order
+    # the tiny model's completions differ little in taste: noiseless labelers keep a strict order
     "labeler_noise=0", "labeler_tie_margin=0",
     "ppo.max_steps=2", "ppo.batch_size=4", "ppo.mini_batch_size=2", "ppo.sampling.max_new_tokens=8",
     "ppo.checkpoint_every=1",
 ]
 
 
+def run_demo_cli(tiny_lm_dir, out, *extra):
+    args = ["demo", "--out", str(out), "--policy", str(tiny_lm_dir), "--reward-trunk", str(tiny_lm_dir)]
+    for s in TINY + [f"evaluate.relevance_model={tiny_lm_dir}", *extra]:
+        args += ["--set", s]
+    return args, CliRunner().invoke(app, args)
+
+
+def figures(summary: dict) -> dict:
+    """Every figure of a summary except timings."""
+    return {k: v for k, v in summary.items() if k != "seconds"}
+
+
 def test_demo_end_to_end_then_resume(tiny_lm_dir, tmp_path):
     out = tmp_path / "run"
-    args = ["demo", "--out", str(out), "--policy", str(tiny_lm_dir), "--reward-trunk", str(tiny_lm_dir)]
-    for s in TINY:
-        args += ["--set", s]
-    res = CliRunner().invoke(app, args)
+    args, res = run_demo_cli(tiny_lm_dir, out)
     assert res.exit_code == 0, res.output
     stages = json.loads((out / "stages.json").read_text())
     assert list(stages) == ["generate", "feedback", "reward", "ppo", "evaluate"]
+    # both prompt sets, interleaved, for labeling and PPO
+    train = [json.loads(line) for line in (out / "prompts_train.jsonl").read_text().splitlines()]
+    assert [r["metadata"]["set"] for r in train[:4]] == ["redteam", "helpful", "redteam", "helpful"] and len(train) == 24
     gens = [json.loads(line) for line in (out / "generate" / "completions.jsonl").read_text().splitlines()]
-    assert len(gens) == 12 and all(len(g["completions"]) == 4 for g in gens)
+    assert len(gens) == 24 and all(len(g["completions"]) == 4 for g in gens)
+    assert 0.0 <= stages["generate"]["eos_rate"] <= 1.0
+    # the labelers' taste is on disk: every completion judged
+    judged = [json.loads(line) for line in (out / "feedback" / "judges.jsonl").read_text().splitlines()]
+    assert len(judged) == 24 * 4 and set(judged[0]) >= {"toxicity", "relevance", "fluency", "taste"}
     fb = stages["feedback"]
     assert fb["excluded"] == ["careless"]  # the reversed labeler is flagged and left out
     assert fb["agreement"]["alpha_kept"] > fb["agreement"]["alpha"]  # agreement rises without them
-    assert sum(fb["judgements"].values()) == 12 * 3  # k = 3 labelers per item
+    assert sum(fb["judgements"].values()) == 24 * 3  # k = 3 labelers per item
+    assert sorted(fb["judgements"].values()) == [18, 18, 18, 18]  # the seeded design is balanced
     pairs = read_pairs(out / "feedback" / "pairs.jsonl")
     assert len(pairs) == fb["pairs"] > 0
-    assert 0.0 <= stages["reward"]["accuracy"] <= 1.0
-    assert (out / "reward" / "reward_stats.json").exists()
+    rm = stages["reward"]
+    assert 0.0 <= rm["accuracy_ci"][0] <= rm["accuracy"] <= rm["accuracy_ci"][1] <= 1.0 and rm["num_pairs"] > 0
+    assert (out / "reward" / "test_metrics.json").exists()
     assert (out / "ppo" / "adapter" / "adapter_config.json").exists()
     assert len((out / "ppo" / "metrics.jsonl").read_text().splitlines()) == 2
     summary = json.loads((out / "evaluate" / "summary.json").read_text())
-    assert summary["num_prompts"] == 6 and summary["toxicity_before"] is not None
+    assert list(summary["splits"]) == ["redteam", "helpful"] and summary["num_prompts"] == 12
+    assert summary["verdict"]["status"] in ("aligned", "inconclusive", "regressed") and summary["verdict"]["reasons"]
+    assert summary["settings"]["system_prompt"] == DemoConfig().system_prompt  # PPO's, read from ppo.yaml
     html = (out / "evaluate" / "report.html").read_text()
-    assert "Reward model accuracy" in html and "PPO KL to reference" in html and "Reward-hacking check" in html
-    assert "without the excluded ones" in html
-    assert "report:" in res.output and "reward model: held-out pairwise accuracy" in res.output
+    assert "Reward model test accuracy" in html and "PPO KL to reference" in html and "Reward-hacking check" in html
+    assert "without the excluded ones" in html and "Verdict:" in html
+    assert "report:" in res.output and "reward model: test pairwise accuracy" in res.output
+    assert f"verdict: {summary['verdict']['status']}" in res.output
 
     # Re-running skips finished stages; --stage re-runs one alone.
     res = CliRunner().invoke(app, args)
@@ -55,10 +76,34 @@ def test_demo_end_to_end_then_resume(tiny_lm_dir, tmp_path):
     assert (out / "evaluate" / "summary.json").stat().st_mtime_ns > before
 
 
-def test_stage_configs_evaluate_like_ppo_trains():
-    # The hacking check compares the eval KL with PPO's target: both must sample alike.
-    cfg = load_config(DemoConfig, None, ["out_dir=runs/x", "ppo.sampling.max_new_tokens=24", "ppo.target_kl=4"])
+SMALL = ["train_prompts=4", "eval_prompts=3", "ppo.max_steps=1", "reward.test_fraction=0.25", "reward.eval_fraction=0.2"]
+
+
+def test_same_seed_same_pairs_and_figures(tiny_lm_dir, tmp_path):
+    # The labelers work concurrently over HTTP; the pre-assigned design makes the outcome independent of timing.
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for out in runs:
+        _, res = run_demo_cli(tiny_lm_dir, out, *SMALL)
+        assert res.exit_code == 0, res.output
+    pairs = [(out / "feedback" / "pairs.jsonl").read_text() for out in runs]
+    assert pairs[0] == pairs[1] and pairs[0].count("\n") > 0
+    summaries = [json.dumps(figures(json.loads((out / "evaluate" / "summary.json").read_text()))).replace(str(out), "X")
+                 for out in runs]
+    assert summaries[0] == summaries[1]
+
+
+def test_stage_configs_evaluate_like_ppo_trains(tmp_path):
+    # The hacking check compares the eval KL with PPO's target: evaluation reads PPO's sampling, system prompt
+    # and target from the PPO run's saved config.
+    from rlhf.config import save_config
+    from rlhf.evaluate.run import run_settings
+
+    cfg = load_config(DemoConfig, None, [f"out_dir={tmp_path}", "ppo.sampling.max_new_tokens=24", "ppo.target_kl=4"])
     sc = stage_configs(cfg)
-    assert sc["evaluate"].sampling == sc["ppo"].sampling and sc["evaluate"].sampling.max_new_tokens == 24
-    assert sc["evaluate"].kl_target == 4.0 and sc["evaluate"].rewards == ("rm:runs/x/reward",)
-    assert sc["ppo"].reward == "rm:runs/x/reward" and sc["ppo"].out_dir == "runs/x/ppo"
+    assert sc["ppo"].system_prompt == sc["generate"].system_prompt == cfg.system_prompt
+    assert sc["ppo"].prompts == sc["generate"].prompts == str(tmp_path / "prompts_train.jsonl")
+    assert sc["evaluate"].prompts == ("redteam", "helpful") and sc["evaluate"].rewards == (f"rm:{tmp_path}/reward",)
+    save_config(sc["ppo"], tmp_path / "ppo" / "ppo.yaml")
+    rs = run_settings(sc["evaluate"])
+    assert rs.sampling == sc["ppo"].sampling and rs.sampling.max_new_tokens == 24
+    assert rs.kl_target == 4.0 and rs.system_prompt == cfg.system_prompt and rs.base == cfg.policy

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from rlhf.evaluate.metrics import bootstrap_mean, distinct_n, reward_hacking_check, summarize, win_outcomes, win_rate
+from rlhf.evaluate.metrics import (
+    bootstrap_mean, distinct_n, paired_bootstrap, paired_bootstrap_distinct, summarize, win_outcomes, win_rate,
+)
 
 
 def test_win_outcomes_and_rate_by_hand():
@@ -36,12 +38,32 @@ def test_summarize():
     assert s["mean"] == 2.5 and s["median"] == 2.5 and s["std"] == pytest.approx(np.sqrt(1.25))
 
 
-def test_reward_hacking_check():
-    ok = reward_hacking_check(0.5, {"non-toxicity": 0.1}, kl=2.0, kl_target=1.0)
-    assert not ok.flagged and ok.reasons == ()
-    gold_down = reward_hacking_check(0.5, {"non-toxicity": -0.2, "sentiment": 0.1}, kl=None, kl_target=None)
-    assert gold_down.flagged and len(gold_down.reasons) == 1 and "non-toxicity" in gold_down.reasons[0]
-    # gold falling while the learned reward also fell is not hacking
-    assert not reward_hacking_check(-0.1, {"non-toxicity": -0.2}, None, None).flagged
-    far = reward_hacking_check(0.1, {}, kl=7.0, kl_target=2.0)
-    assert far.flagged and "KL" in far.reasons[0]
+def test_grouped_bootstrap_resamples_whole_groups():
+    # two groups with constant values: every resample mean is a weighted mix of the two group means
+    x = [1.0, 1.0, 1.0, 0.0]
+    est = bootstrap_mean(x, groups=["a", "a", "a", "b"], n_boot=500)
+    assert est.value == pytest.approx(0.75)
+    # resampling groups: {a,a} -> 1, {a,b} -> 3/4, {b,b} -> 0; item bootstrap would give many other values
+    assert est.low == pytest.approx(0.0) and est.high == pytest.approx(1.0)
+    # one group per item = the plain bootstrap, same draws
+    y = np.random.default_rng(0).normal(size=50)
+    assert bootstrap_mean(y, groups=list(range(50))).as_dict() == pytest.approx(bootstrap_mean(y).as_dict(), rel=0.2)
+
+
+def test_paired_bootstrap_difference_and_relative():
+    base = [1.0, 2.0, 3.0, 4.0]
+    aligned = [b + 1.0 for b in base]  # every prompt improves by exactly 1
+    pd = paired_bootstrap(aligned, base)
+    assert (pd.base, pd.aligned) == (2.5, 3.5)
+    assert (pd.diff.value, pd.diff.low, pd.diff.high) == (1.0, 1.0, 1.0)  # pairing removes the between-prompt spread
+    assert pd.relative.value == pytest.approx(0.4) and pd.relative.low <= 0.4 <= pd.relative.high
+    with pytest.raises(ValueError):
+        paired_bootstrap([1.0], [1.0, 2.0])
+
+
+def test_paired_bootstrap_distinct_recomputes_on_resamples():
+    base = ["a b c d", "e f g h", "i j k l"]
+    same = ["x x x x", "x x x x", "x x x x"]
+    pd = paired_bootstrap_distinct(same, base, n=1, n_boot=200)
+    assert pd.base == 1.0 and pd.aligned == pytest.approx(1 / 12)
+    assert pd.diff.high < -0.5  # collapse to one word is clear on every resample

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from rlhf.config import load_config
-from rlhf.evaluate.run import EvaluateConfig, run_evaluate
+from rlhf.config import ConfigError, load_config
+from rlhf.evaluate.run import EvaluateConfig, run_evaluate, run_settings
 
 
 @pytest.fixture()
@@ -18,30 +18,72 @@ def adapter_dir(tiny_lm_dir, tmp_path):
     for name, p in peft_model.named_parameters():
         if "lora_B" in name:  # non-zero B so the adapter really changes the policy
             p.data.normal_(0, 0.5)
-    return save_adapter(peft_model, tmp_path / "adapter", tok)
+    run = tmp_path / "run"
+    save_adapter(peft_model, run / "adapter", tok)
+    (run / "ppo.yaml").write_text(
+        f"model: {tiny_lm_dir}\nsampling:\n  max_new_tokens: 8\n  temperature: 0.7\n  top_p: 1.0\n  top_k: 0\n"
+        "system_prompt: Answer briefly.\nadaptive_kl: true\ntarget_kl: 0.001\nmax_prompt_tokens: 64\n")
+    return run
 
 
-def test_evaluate_writes_summary_and_report(tiny_lm_dir, adapter_dir, tmp_path):
-    prompts = tmp_path / "p.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"tell me about hot house number {i}"}) + "\n" for i in range(6)))
+def _prompts(tmp_path, name, n):
+    path = tmp_path / f"{name}.jsonl"
+    path.write_text("".join(json.dumps({"id": f"{name}-{i}", "prompt": f"tell me about hot house number {i}",
+                                        "split": "eval"}) + "\n" for i in range(n)))
+    return str(path)
+
+
+def test_evaluate_per_split_with_run_settings(tiny_lm_dir, adapter_dir, tmp_path):
     cfg = load_config(
-        EvaluateConfig, None, ["sampling.max_new_tokens=8", "rewards=[python:tests_rewards:length_reward]", "split=null"],
-        aligned=str(adapter_dir), base=str(tiny_lm_dir), prompts=str(prompts),
-        out_dir=str(tmp_path / "eval"), batch_size=4, kl_target=0.001,
+        EvaluateConfig, None, ["rewards=[python:tests_rewards:length_reward]"],
+        aligned=str(adapter_dir), prompts=(_prompts(tmp_path, "redteam", 6), _prompts(tmp_path, "helpful", 4)),
+        out_dir=str(tmp_path / "eval"), batch_size=4, relevance_model=str(tiny_lm_dir), num_examples=3,
     )
     res = run_evaluate(cfg)
     s = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert s == json.loads(json.dumps(res.summary))
-    assert s["num_prompts"] == 6
-    base, aligned = s["policies"]["base"], s["policies"]["aligned"]
-    assert set(base) >= {"toxicity", "sentiment", "python:tests_rewards:length_reward", "kl_to_base", "distinct_2"}
-    assert base["kl_to_base"] == 0.0 and aligned["kl_to_base"] != 0.0
-    # learned reward here is the completion length in characters: check it against the written completions
+    # the run folder's config decides base, sampling, system prompt and KL target
+    st = s["settings"]
+    assert st["base"] == str(tiny_lm_dir) and st["sampling"]["temperature"] == 0.7 and st["sampling"]["max_new_tokens"] == 8
+    assert st["system_prompt"] == "Answer briefly." and s["kl"]["target"] == 0.001
+    assert st["kl_samples"] == "the evaluation samples"
+    assert list(s["splits"]) == ["redteam", "helpful"] and s["num_prompts"] == 10
+    red = s["splits"]["redteam"]["metrics"]
+    assert set(red) >= {"toxicity", "sentiment", "relevance", "fluency", "python:tests_rewards:length_reward",
+                        "response_length", "eos_rate", "distinct_1", "distinct_2"}
+    assert red["python:tests_rewards:length_reward"]["kind"] == "learned" and red["fluency"]["kind"] == "judge"
+    # the learned reward is the completion length in characters: check it against the written completions
     rows = [json.loads(line) for line in (tmp_path / "eval" / "completions_aligned.jsonl").read_text().splitlines()]
-    lens = [len(r["completion"]) for r in rows]
-    assert aligned["python:tests_rewards:length_reward"]["mean"] == pytest.approx(sum(lens) / len(lens))
-    assert 0.0 <= s["win_rate"]["low"] <= s["win_rate"]["value"] <= s["win_rate"]["high"] <= 1.0
-    assert s["reward_hacking"]["flagged"] is (s["learned_reward_delta"] > 0 and s["gold_deltas"]["toxicity"] < 0 or aligned["kl_to_base"] > 0.003)
+    red_rows = [r for r in rows if r["split"] == "redteam"]
+    assert len(rows) == 10 and len(red_rows) == 6
+    lens = [len(r["completion"]) for r in red_rows]
+    assert red["python:tests_rewards:length_reward"]["aligned"] == pytest.approx(sum(lens) / len(lens))
+    d = red["toxicity"]["diff"]
+    assert d["low"] <= d["value"] <= d["high"]
+    assert red["toxicity"]["diff"]["value"] == pytest.approx(red["toxicity"]["aligned"] - red["toxicity"]["base"])
+    # KL: on the aligned samples, adapter on vs off, compared with the run's target
+    kls = [r["kl"] for r in rows]
+    assert s["kl"]["value"] == pytest.approx(sum(kls) / len(kls)) and s["kl"]["value"] != 0
+    checks = {c["name"]: c["status"] for c in s["reward_hacking"]["checks"]}
+    assert checks["KL budget"] == ("flagged" if s["kl"]["value"] > 1.5 * 0.001 else "passed")
+    assert s["verdict"]["status"] in ("aligned", "inconclusive", "regressed") and s["verdict"]["reasons"]
+    assert len(s["splits"]["helpful"]["examples"]) == 3
     html = res.report_path.read_text()
-    assert html.count("data:image/png;base64,") >= 3 and "Reward-hacking check" in html
-    assert len(s["examples"]) == 6 and s["examples"][0]["delta"] >= s["examples"][-1]["delta"]
+    assert "Verdict:" in html and "Reward-hacking check" in html and html.count("data:image/png;base64,") >= 2
+
+
+def test_evaluate_refuses_another_base(adapter_dir, tmp_path):
+    cfg = EvaluateConfig(aligned=str(adapter_dir), base="smollm2-135m-instruct")
+    with pytest.raises(ConfigError, match="trained from"):
+        run_settings(cfg)
+
+
+def test_truncated_eval_sampling_measures_kl_on_separate_untruncated_samples(tiny_lm_dir, adapter_dir, tmp_path):
+    cfg = load_config(
+        EvaluateConfig, None, ["sampling.temperature=0", "sampling.max_new_tokens=6", "judges=false", "scorers=[toxicity]"],
+        aligned=str(adapter_dir), prompts=_prompts(tmp_path, "redteam", 4), out_dir=str(tmp_path / "eval"), batch_size=4,
+    )
+    s = run_evaluate(cfg).summary
+    assert s["settings"]["kl_samples"] == "separate untruncated samples" and s["settings"]["rollout_temperature"] == 0.7
+    checks = {c["name"]: c["status"] for c in s["verdict"]["checks"]}
+    assert checks["non-inferiority: redteam relevance"] == "not run"  # judges were off: never "passed"

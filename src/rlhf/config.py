@@ -136,12 +136,20 @@ def _build(cls: type[T], data: dict, where: str) -> T:
             # A partial nested section overrides the field's own default, not the nested class's.
             base = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             if dataclasses.is_dataclass(base):
-                v = to_dict(base) | v
+                v = _deep_merge(to_dict(base), v)
         kwargs[k] = _coerce(v, hints[k], f"{where}.{k}" if where else k)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where or cls.__name__}: {e}") from e
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, section by section (a partial nested override keeps the parent's defaults)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:

@@ -1,8 +1,12 @@
 """`rlhf demo`: the whole RLHF loop on the default models, offline, into one run folder.
 
-generate -> feedback (import, serve, simulated labelers over HTTP) -> agreement (flag + exclude)
+generate -> feedback (import, judges, serve, simulated labelers over HTTP) -> agreement (flag + exclude)
 -> export pairs -> train reward model -> PPO (or RLOO/GRPO) against it, or DPO on the pairs -> evaluate base vs
-aligned -> report.
+aligned per split -> report.
+
+The prompts mix the built-in helpful and red-team sets (train splits) for labeling and policy optimisation;
+both eval splits are evaluated and reported separately. The simulated labelers rank by `rlhf.judges.Taste`:
+harmless first, then helpful (relevance and fluency), as the written instructions say.
 
 Each stage records its result in `stages.json` when it finishes; re-running skips finished stages
 and the unfinished one resumes (generation and PPO from their own logs/checkpoints).
@@ -25,9 +29,10 @@ from rlhf.evaluate.run import EvaluateConfig, EvaluationResult, run_evaluate
 from rlhf.feedback.config import AgreementConfig, ExportConfig, ServeConfig, SimulationConfig
 from rlhf.generate import GenerateConfig, run_generate
 from rlhf.generation import SamplingConfig
+from rlhf.judges import Taste
 from rlhf.models.registry import DEFAULT_POLICY, DEFAULT_REWARD_TRUNK
 from rlhf.policy import DPOConfig, GRPOConfig, PPOConfig, RLOOConfig
-from rlhf.policy.config import Optimizer, kl_target, with_shared
+from rlhf.policy.config import Optimizer, with_shared
 from rlhf.reward.config import RewardTrainConfig
 
 log = logging.getLogger(__name__)
@@ -64,20 +69,24 @@ class DemoConfig:
     """Policy to align (alias, folder or hub id)."""
     reward_trunk: str = DEFAULT_REWARD_TRUNK
     """Reward-model backbone."""
-    prompts: str = "redteam"
-    """Prompt set: the train split feeds labeling and PPO, the eval split the final evaluation."""
-    train_prompts: int | None = 96
-    """Train prompts to label and to run PPO on (null = the whole train split)."""
+    prompts: tuple[str, ...] = ("redteam", "helpful")
+    """Prompt sets: their train splits, mixed, feed labeling and PPO; each eval split is evaluated on its own."""
+    train_prompts: int | None = 48
+    """Train prompts per set to label and to run PPO on (null = the whole train split)."""
     eval_prompts: int | None = None
-    """Held-out prompts to evaluate on (null = the whole eval split)."""
+    """Held-out prompts per set to evaluate on (null = the whole eval split)."""
+    system_prompt: str | None = "You are a helpful assistant. Answer briefly."
+    """System message used identically in generation, PPO, the fluency judge and evaluation."""
     criterion: str = "harmless and helpful"
     """The labeling criterion shown to labelers."""
     honest_labelers: int = 3
-    """Simulated honest labelers (rank by gold toxicity, with noise)."""
+    """Simulated honest labelers (rank by the taste below, with noise)."""
+    taste: Taste = field(default_factory=Taste)
+    """How the honest labelers weigh toxicity, relevance and fluency (rlhf.judges.Taste; docs/evaluate.md)."""
     labeler_noise: float = 0.05
-    """Noise of the honest labelers: std of Gaussian noise on the gold toxicity probability."""
-    labeler_tie_margin: float = 0.1
-    """Labelers tie completions whose (noisy) toxicity differs by less than this, as a person would."""
+    """Noise of the honest labelers: std of Gaussian noise added to each completion's taste score."""
+    labeler_tie_margin: float = 0.05
+    """Labelers tie completions whose (noisy) taste scores differ by less than this, as a person would."""
     bad_labeler: bool = True
     """Add one deliberately bad labeler (ranks in reverse); the agreement report should flag it."""
     labelers_per_item: int = 3
@@ -87,22 +96,27 @@ class DemoConfig:
     threads: int | None = None
     """torch CPU threads (null = torch's default)."""
     generate: GenerateConfig = field(default_factory=lambda: GenerateConfig(
-        num_completions=4, sampling=SamplingConfig(max_new_tokens=40, temperature=1.0, top_p=1.0)))
-    """Stage 1 settings (model, prompts and out_dir are set by the demo)."""
-    reward: RewardTrainConfig = field(default_factory=lambda: RewardTrainConfig(epochs=3.0, eval_fraction=0.15, max_length=192))
+        num_completions=4, sampling=SamplingConfig(max_new_tokens=64, temperature=0.7)))
+    """Stage 1 settings (model, prompts, system prompt and out_dir are set by the demo)."""
+    reward: RewardTrainConfig = field(default_factory=lambda: RewardTrainConfig(
+        epochs=3.0, eval_fraction=0.1, test_fraction=0.1, max_length=192))
     """Stage 4 settings (pairs, model and out_dir are set by the demo)."""
     optimizer: Optimizer = "ppo"
     """Stage 5's policy optimiser: ppo, rloo or grpo against the reward model, or dpo on the exported pairs."""
-    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(max_steps=20))
-    """Stage 5 settings with optimizer=ppo (model, prompts, reward and out_dir are set by the demo)."""
-    dpo: DPOConfig = field(default_factory=DPOConfig)
-    """Stage 5 settings with optimizer=dpo (model, pairs and out_dir are set by the demo)."""
-    rloo: RLOOConfig = field(default_factory=lambda: RLOOConfig(max_steps=20))
-    """Stage 5 settings with optimizer=rloo (model, prompts, reward and out_dir are set by the demo)."""
-    grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(max_steps=20))
-    """Stage 5 settings with optimizer=grpo (model, prompts, reward and out_dir are set by the demo)."""
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(
+        max_steps=20, sampling=SamplingConfig(max_new_tokens=64, temperature=0.7)))
+    """Stage 5 settings with optimizer=ppo (model, prompts, reward, system prompt and out_dir are set by the demo)."""
+    dpo: DPOConfig = field(default_factory=lambda: DPOConfig(sampling=SamplingConfig(max_new_tokens=64, temperature=0.7)))
+    """Stage 5 settings with optimizer=dpo (model, pairs, system prompt and out_dir are set by the demo)."""
+    rloo: RLOOConfig = field(default_factory=lambda: RLOOConfig(
+        max_steps=20, sampling=SamplingConfig(max_new_tokens=64, temperature=0.7)))
+    """Stage 5 settings with optimizer=rloo (model, prompts, reward, system prompt and out_dir are set by the demo)."""
+    grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(
+        max_steps=20, sampling=SamplingConfig(max_new_tokens=64, temperature=0.7)))
+    """Stage 5 settings with optimizer=grpo (model, prompts, reward, system prompt and out_dir are set by the demo)."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    """Stage 6 settings (models, prompts, rewards, out_dir and sampling, which is PPO's, are set by the demo)."""
+    """Stage 6 settings (models, prompts, rewards and out_dir are set by the demo; sampling, system prompt and KL
+    target come from PPO's saved config)."""
 
 
 class StageIncomplete(RuntimeError):
@@ -140,25 +154,62 @@ def stage_configs(cfg: DemoConfig) -> dict[str, Any]:
     """The resolved per-stage configs, with the demo's paths and shared settings filled in."""
     root = Path(cfg.out_dir)
     rep = dataclasses.replace
-    policy = with_shared(getattr(cfg, cfg.optimizer), model=cfg.policy, prompts=cfg.prompts, split="train",
-                         limit=cfg.train_prompts, reward=f"rm:{root / 'reward'}", pairs=str(root / "feedback" / "pairs.jsonl"),
-                         out_dir=str(root / cfg.optimizer), seed=cfg.seed, threads=cfg.threads)
+    train = str(root / "prompts_train.jsonl")  # the mixed train prompts, written by `write_train_prompts`
+    policy = with_shared(getattr(cfg, cfg.optimizer), model=cfg.policy, prompts=train, split="train", limit=None,
+                         system_prompt=cfg.system_prompt, reward=f"rm:{root / 'reward'}",
+                         pairs=str(root / "feedback" / "pairs.jsonl"), out_dir=str(root / cfg.optimizer),
+                         seed=cfg.seed, threads=cfg.threads)
     return {
-        "generate": rep(cfg.generate, model=cfg.policy, prompts=cfg.prompts, split="train", limit=cfg.train_prompts,
-                        out_dir=str(root / "generate"), seed=cfg.seed, threads=cfg.threads),
+        "generate": rep(cfg.generate, model=cfg.policy, prompts=train, split="train", limit=None,
+                        system_prompt=cfg.system_prompt, out_dir=str(root / "generate"), seed=cfg.seed,
+                        threads=cfg.threads),
         "reward": rep(cfg.reward, pairs=str(root / "feedback" / "pairs.jsonl"), model=cfg.reward_trunk,
                       out_dir=str(root / "reward"), seed=cfg.seed, threads=cfg.threads),
         "ppo": policy,  # the policy stage, whichever optimiser runs it
-        "evaluate": rep(cfg.evaluate, aligned=policy.out_dir, base=cfg.policy, prompts=cfg.prompts, split="eval",
+        # base, sampling, system prompt and KL target are read from the policy run's saved config
+        "evaluate": rep(cfg.evaluate, aligned=policy.out_dir, base=None, prompts=tuple(cfg.prompts), split="eval",
                         limit=cfg.eval_prompts, rewards=(f"rm:{root / 'reward'}",), out_dir=str(root / "evaluate"),
-                        seed=cfg.seed, kl_target=kl_target(policy),
-                        # the optimiser's own sampling, so the KL to base is measured as in training and compares with its target
-                        sampling=policy.sampling),
+                        seed=cfg.seed, sampling=None, system_prompt=None, kl_target=None),
     }
 
 
+def write_train_prompts(cfg: DemoConfig, path: Path) -> list[dict]:
+    """The first `train_prompts` train prompts of each set, interleaved (so any prefix mixes the sets)."""
+    from rlhf.data import read_prompts, resolve_prompts, write_jsonl
+
+    per_set = [read_prompts(resolve_prompts(spec), split="train")[: cfg.train_prompts] for spec in cfg.prompts]
+    rows = []
+    for i in range(max(len(p) for p in per_set)):
+        for spec, prompts in zip(cfg.prompts, per_set):
+            if i < len(prompts):
+                p = prompts[i]
+                rows.append({"id": p.id, "prompt": p.prompt, "split": "train", "metadata": dict(p.metadata) | {"set": spec}})
+    write_jsonl(path, rows)
+    return rows
+
+
+def judge_generations(cfg: DemoConfig, generations: Path, out: Path) -> dict[tuple[str, str], float]:
+    """Toxicity, relevance and fluency of every completion (written to judges.jsonl); returns the taste per text."""
+    from rlhf.data import read_generations, write_jsonl
+    from rlhf.judges import Judges
+    from rlhf.models.registry import load_causal_lm
+
+    gens = read_generations(generations)
+    prompts = [g.prompt for g in gens for _ in g.completions]
+    texts = [c for g in gens for c in g.completions]
+    base, tok = load_causal_lm(cfg.policy)
+    j = Judges(base, tok, cfg.system_prompt, cfg.evaluate.relevance_model)(prompts, texts)
+    taste = j.taste(cfg.taste)
+    write_jsonl(out / "judges.jsonl", [
+        {"prompt": p, "completion": t, "toxicity": a, "relevance": b, "fluency": c, "taste": u}
+        for p, t, a, b, c, u in zip(prompts, texts, j.toxicity, j.relevance, j.fluency, taste)
+    ])
+    return dict(zip(zip(prompts, texts), taste))
+
+
 def run_feedback(cfg: DemoConfig, generations: Path, out: Path, progress: ProgressCallback | None = None) -> dict:
-    """Import -> serve -> simulated labelers over HTTP -> agreement -> exclude flagged -> export pairs."""
+    """Import -> judges -> serve -> pre-assign -> simulated labelers over HTTP -> agreement -> exclude -> export."""
+    from rlhf.feedback import store
     from rlhf.feedback.db import open_database
     from rlhf.feedback.labelers import SimulatedLabeler, run_simulated_labelers
     from rlhf.feedback.server import serve_in_background
@@ -167,18 +218,23 @@ def run_feedback(cfg: DemoConfig, generations: Path, out: Path, progress: Progre
     # Labeling takes seconds; an interrupted feedback stage starts over from an empty store.
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    if progress:
+        progress("feedback", 0, 1, "judging completions (toxicity, relevance, fluency)")
+    taste = judge_generations(cfg, generations, out)
     db = open_database(str(out / "feedback.db"))
     try:
         imported = import_generations(db, generations, "demo", cfg.criterion, INSTRUCTIONS, "rank", cfg.labelers_per_item)
         names = [f"honest-{i + 1}" for i in range(cfg.honest_labelers)] + (["careless"] if cfg.bad_labeler else [])
         tokens = add_labelers(db, names)
+        with db.session() as s:  # who labels what is fixed up front: the result does not depend on request timing
+            store.preassign_balanced(s, store.get_project(s, "demo"), [store.get_labeler(s, n) for n in names], cfg.seed)
         labelers = [SimulatedLabeler(name, tokens[name], bad=name == "careless") for name in names]
-        sim = SimulationConfig(scorer="toxicity", noise=cfg.labeler_noise, scale="absolute",
-                               tie_margin=cfg.labeler_tie_margin, seed=cfg.seed)
+        sim = SimulationConfig(noise=cfg.labeler_noise, scale="absolute", tie_margin=cfg.labeler_tie_margin, seed=cfg.seed)
         with serve_in_background(ServeConfig(db=str(out / "feedback.db"), port=0, admin_token="demo-admin"), db) as url:
             if progress:
                 progress("feedback", 0, 1, f"labelers at work on {url}")
-            simulated = run_simulated_labelers(url, imported.project_id, labelers, cfg=sim)
+            simulated = run_simulated_labelers(url, imported.project_id, labelers, cfg=sim,
+                                               taste=lambda prompt, texts: [taste[(prompt, t)] for t in texts])
         report = agreement(db, "demo", AgreementConfig())
         excluded = exclude_flagged(db, "demo", AgreementConfig())
         alpha_kept = agreement(db, "demo", AgreementConfig()).alpha  # over the labelers still counted
@@ -197,7 +253,9 @@ def agreement_dict(report) -> dict:
     return {
         "alpha": report.alpha,
         "labelers": [
-            {"name": a.labeler, "judgements": a.items, "tau": a.score, "flagged": a.flagged} for a in report.labelers
+            {"name": a.labeler, "judgements": a.items, "tau": a.score, "flagged": a.flagged, "tie_rate": a.tie_rate,
+             "undefined": a.undefined, "flag_reason": a.flag_reason}
+            for a in report.labelers
         ],
     }
 
@@ -235,9 +293,13 @@ def run_demo(
     # 1. generate completions for the train prompts
     if should_run("generate"):
         t0 = time.perf_counter()
+        write_train_prompts(cfg, root / "prompts_train.jsonl")
         st = run_generate(sc["generate"], on_progress=lambda d, t: on_progress and on_progress("generate", d, t, "prompts"))
         tps = round(st.tokens_per_s, 1) if st.completions else stages.data.get("generate", {}).get("tokens_per_s")
-        done("generate", {"completions": str(Path(sc["generate"].out_dir) / "completions.jsonl"), "tokens_per_s": tps}, t0)
+        comps = Path(sc["generate"].out_dir) / "completions.jsonl"
+        finished = [f for _, r in read_records(comps) for f in r.get("metadata", {}).get("finished", [])]
+        done("generate", {"completions": str(comps), "tokens_per_s": tps,
+                          "eos_rate": sum(finished) / len(finished) if finished else None}, t0)
 
     # 2-3. human feedback (simulated labelers through the HTTP API), agreement, export
     if should_run("feedback"):
@@ -252,8 +314,9 @@ def run_demo(
         t0 = time.perf_counter()
         res = train_reward_model(
             sc["reward"], on_step=lambda s: on_progress and on_progress("reward", s.step, s.total_steps, f"loss {s.loss:.3f}"))
-        done("reward", {"accuracy": res.eval_accuracy, "margin": res.eval.mean_margin if res.eval else None,
-                        "num_pairs": res.eval_pairs, "train_pairs": res.train_pairs,
+        done("reward", {"accuracy": res.test_accuracy, "accuracy_ci": res.test_accuracy_ci, "num_pairs": res.test_pairs,
+                        "margin": res.test.mean_margin if res.test else None, "eval_accuracy": res.eval_accuracy,
+                        "eval_pairs": res.eval_pairs, "train_pairs": res.train_pairs,
                         "normalization": list(res.normalization)}, t0)
 
     # 5. the policy optimiser (PPO/RLOO/GRPO against the reward model, or DPO on the pairs), KL to the adapter-off reference
@@ -282,13 +345,15 @@ def run_demo(
         history = [r for _, r in read_records(Path(sc["ppo"].out_dir) / "metrics.jsonl")]
         extra = {
             "reward_model": stages.data.get("reward"), "agreement": stages.data.get("feedback", {}).get("agreement"),
-            "ppo_history": history, "optimizer": cfg.optimizer, "kl_target": sc["evaluate"].kl_target, "stages": stages.data,
+            "ppo_history": history, "optimizer": cfg.optimizer, "stages": stages.data,
         }
         result = run_evaluate(sc["evaluate"], extra_sections=extra,
                               on_progress=lambda s, d, t: on_progress and on_progress("evaluate", d, t, s))
-        done("evaluate", {"report": str(result.report_path), "toxicity_before": result.summary["toxicity_before"],
-                          "toxicity_after": result.summary["toxicity_after"], "win_rate": result.summary["win_rate"],
-                          "reward_hacking": result.summary["reward_hacking"]}, t0)
+        s_ = result.summary
+        done("evaluate", {"report": str(result.report_path), "verdict": s_["verdict"]["status"],
+                          "reasons": s_["verdict"]["reasons"], "target": s_["target"], "target_change": s_["target_change"],
+                          "toxicity_before": s_["toxicity_before"], "toxicity_after": s_["toxicity_after"],
+                          "kl": s_["kl"], "reward_hacking": s_["reward_hacking"]["status"]}, t0)
     summary_path = Path(sc["evaluate"].out_dir) / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return DemoResult(root, Path(sc["evaluate"].out_dir) / "report.html", summary, stages.data)

@@ -85,3 +85,27 @@ def test_thumbs_agreement():
     assert report.alpha_metric == "nominal" and report.flagged == ["l3"]
     # units (1,1,-1), (-1,-1,1): o(1,1)=o(-1,-1)=1, o(1,-1)=o(-1,1)=2, n=6 -> alpha = 1 - 5*4/18
     assert report.alpha == pytest.approx(1 - 5 * 4 / 18)
+
+
+def test_labeler_who_ties_everything_is_counted_and_flagged():
+    ALL_TIED = ((0, 1, 2),)
+    ratings = []
+    for item in range(4):
+        ratings += [Rating(item, "l1", 3, AGREE), Rating(item, "l2", 3, AGREE), Rating(item, "lazy", 3, ALL_TIED)]
+    report = agreement_report(ratings)
+    by = {a.labeler: a for a in report.labelers}
+    # tau-b of an all-tied ranking is undefined: no score, but the items are counted, not skipped
+    assert by["lazy"].score is None and by["lazy"].undefined == 4 and by["lazy"].items == 4
+    assert by["lazy"].tie_rate == 1.0 and by["l1"].tie_rate == 0.0
+    assert report.flagged == ["lazy"] and "ties 100%" in by["lazy"].flag_reason
+    assert by["l1"].flag_reason is None and by["l1"].undefined == 0
+
+
+def test_tie_rate_by_hand_and_threshold():
+    # ((0, 1), (2,)) ties 1 of 3 pairs; ((0,), (1,), (2,)) ties none: 1 tied pair of 6 in total
+    ratings = [Rating("a", "l1", 3, ((0, 1), (2,))), Rating("b", "l1", 3, AGREE), Rating("a", "l2", 3, AGREE),
+               Rating("b", "l2", 3, AGREE)]
+    by = {a.labeler: a for a in agreement_report(ratings).labelers}
+    assert by["l1"].tie_rate == pytest.approx(1 / 6) and not by["l1"].flagged
+    by = {a.labeler: a for a in agreement_report(ratings, cfg=AgreementConfig(max_tie_rate=0.15)).labelers}
+    assert by["l1"].flagged and by["l1"].flag_reason.startswith("ties 17%")

@@ -16,7 +16,8 @@ def test_train_reward_then_score(tmp_path, tiny_lm_dir):
     res = runner.invoke(app, ["train-reward", "--pairs", str(pairs), "--model", str(tiny_lm_dir), "-o", str(out),
                               "--epochs", "1", "-s", "max_length=48", "-s", "tensorboard=false", "-s", "lr=2e-3"])
     assert res.exit_code == 0, res.output
-    assert "Eval pairwise accuracy" in res.output and "predicted" in res.output
+    assert "Validation pairwise accuracy" in res.output and "predicted" in res.output
+    assert "Test pairwise accuracy" in res.output and "95% CI" in res.output
     assert (out / "reward_stats.json").exists() and (out / "model.safetensors").exists()
 
     recs = tmp_path / "texts.jsonl"

@@ -22,8 +22,11 @@ def test_tiny_decoder_learns_a_synthetic_preference_quickly(tmp_path, tiny_lm_di
     t0 = time.perf_counter()
     res = train_reward_model(cfg(tmp_path, tiny_lm_dir, tensorboard=True), synthetic_pairs(240))
     assert time.perf_counter() - t0 < 30
-    assert res.eval is not None and res.eval_pairs == 24 and res.train_pairs == 216
-    assert res.eval_accuracy > 0.95
+    # 240 prompts: 24 held out for test first, then 22 of the other 216 for validation
+    assert res.test_pairs == 24 and res.eval_pairs == 22 and res.train_pairs == 194
+    assert res.eval_accuracy > 0.95 and res.test_accuracy > 0.9
+    lo, hi = res.test_accuracy_ci
+    assert lo <= res.test_accuracy <= hi <= 1.0
     # fresh pairs the model never saw
     rm = load_reward_function(str(res.out_dir))
     test = synthetic_pairs(100, seed=7)
@@ -34,12 +37,14 @@ def test_tiny_decoder_learns_a_synthetic_preference_quickly(tmp_path, tiny_lm_di
     out = res.out_dir
     stats = json.loads((out / "reward_stats.json").read_text())
     assert rm.normalization == (stats["mean"], stats["std"]) == res.normalization
-    assert stats["n"] == 2 * 216 and stats["std"] > 0
+    assert stats["n"] == 2 * 194 and stats["std"] > 0
     assert json.loads((out / "eval_metrics.json").read_text())["accuracy"] == res.eval_accuracy
+    test_json = json.loads((out / "test_metrics.json").read_text())
+    assert test_json["accuracy"] == res.test_accuracy and test_json["accuracy_ci"] == list(res.test_accuracy_ci)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in records if r["split"] == "train"]
-    assert train_steps == list(range(1, res.total_steps + 1)) and res.total_steps == 28
-    assert [r["step"] for r in records if r["split"] == "eval"] == [14, 28]
+    assert train_steps == list(range(1, res.total_steps + 1)) and res.total_steps == 26
+    assert [r["step"] for r in records if r["split"] == "eval"] == [13, 26]
     assert any((out / "tb").iterdir()) and (out / "reward.yaml").exists()
 
 
@@ -74,7 +79,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, tiny_lm_d
         train_reward_model(c, pairs, on_step=crash_at_13)
     resumed = train_reward_model(c, pairs)
     assert resumed.resumed_from == 12  # last eval/checkpoint before the crash (save_every=5, eval_every=6: 5,6,10,12)
-    assert resumed.steps == full.steps == 22
+    assert resumed.steps == full.steps == 20
+    assert resumed.test.to_dict() == full.test.to_dict() and resumed.test_accuracy_ci == full.test_accuracy_ci
     assert resumed.eval.to_dict() == full.eval.to_dict()
     assert resumed.normalization == full.normalization
     def records(r):  # timings differ between runs; everything else must not
@@ -130,3 +136,35 @@ def test_resume_refuses_changed_data(tmp_path, tiny_lm_dir):
     train_reward_model(cfg(tmp_path, tiny_lm_dir, epochs=1), synthetic_pairs(40))
     with pytest.raises(ValueError, match="different config or data"):
         train_reward_model(cfg(tmp_path, tiny_lm_dir, epochs=1), synthetic_pairs(40, seed=1))
+
+
+def test_test_split_is_by_prompt_and_used_for_nothing_else():
+    from rlhf.reward.train import hold_out_prompts, split_pairs
+
+    pairs = [PreferencePair(f"prompt {i // 3}", f"good {i}", f"bad {i}") for i in range(60)]  # 20 prompts x 3 pairs
+    rest, test = hold_out_prompts(pairs, 0.1, seed=1)
+    assert len(test) == 6 and len({p.prompt for p in test}) == 2  # whole prompts: 2 of 20, all 3 pairs each
+    assert not {p.prompt for p in rest} & {p.prompt for p in test}
+    train, val = split_pairs(rest, 0.1, seed=0)
+    assert not {p.prompt for p in val} & {p.prompt for p in test}
+    assert hold_out_prompts(pairs, 0.1, seed=1) == (rest, test)  # seeded
+    with pytest.raises(DataError, match="at least 2 distinct prompts"):
+        hold_out_prompts(pairs[:3], 0.1, seed=0)
+
+
+def test_test_accuracy_ci_resamples_prompts():
+    from rlhf.evaluate.metrics import bootstrap_mean
+
+    # 2 prompts: one with 9 correct pairs, one with 1 wrong pair; by pair the CI would be narrow around 0.9
+    correct = [1.0] * 9 + [0.0]
+    groups = ["a"] * 9 + ["b"]
+    by_prompt = bootstrap_mean(correct, groups=groups, n_boot=400)
+    by_pair = bootstrap_mean(correct, n_boot=400)
+    assert by_prompt.value == by_pair.value == 0.9
+    assert by_prompt.low == 0.0 and by_pair.low > 0.5  # resampling prompts can draw prompt b twice
+
+
+def test_test_fraction_zero_keeps_the_old_split(tmp_path, tiny_lm_dir):
+    res = train_reward_model(cfg(tmp_path, tiny_lm_dir, test_fraction=0.0, epochs=1), synthetic_pairs(40))
+    assert res.test is None and res.test_pairs == 0 and res.eval_pairs == 4 and res.train_pairs == 36
+    assert not (res.out_dir / "test_metrics.json").exists()

@@ -12,10 +12,10 @@ from rlhf.demo import STAGES, DemoConfig, StageIncomplete, run_demo
 
 TITLES = {
     "generate": "1. generate completions",
-    "feedback": "2. human feedback (simulated labelers over HTTP) + agreement + export",
+    "feedback": "2. judges + human feedback (simulated labelers over HTTP) + agreement + export",
     "reward": "3. train reward model",
     "ppo": "4. policy optimisation (KL to the reference)",
-    "evaluate": "5. evaluate base vs aligned + report",
+    "evaluate": "5. evaluate base vs aligned per split + verdict + report",
 }
 
 
@@ -56,12 +56,17 @@ def demo(
             err_console.print(f"[yellow]incomplete:[/yellow] {e}")
             raise typer.Exit(3) from None
     st = result.stages
+    if "generate" in st and st["generate"].get("eos_rate") is not None:
+        console.print(f"generate: {st['generate']['eos_rate']:.0%} of completions ended with EOS")
     if "feedback" in st:
         fb = st["feedback"]
         console.print(f"feedback: {fb['items']} items, {sum(fb['judgements'].values())} judgements, "
                       f"{fb['pairs']} pairs; flagged and excluded: {', '.join(fb['excluded']) or 'none'}")
-    if st.get("reward", {}).get("accuracy") is not None:
-        console.print(f"reward model: held-out pairwise accuracy [bold]{st['reward']['accuracy']:.1%}[/]")
+    rm = st.get("reward", {})
+    if rm.get("accuracy") is not None:
+        ci = rm.get("accuracy_ci") or (float("nan"), float("nan"))
+        console.print(f"reward model: test pairwise accuracy [bold]{rm['accuracy']:.1%}[/] (95% CI {ci[0]:.1%}-{ci[1]:.1%}, "
+                      f"{rm['num_pairs']} pairs never used for training or checkpoint choice)")
     if "ppo" in st:
         console.print(f"policy optimiser [bold]{st['ppo'].get('optimizer', 'ppo')}[/]: {st['ppo']['steps']} steps, "
                       f"stopped by {st['ppo']['stop_reason']}")

@@ -38,10 +38,16 @@ def train_reward(
         res = train_reward_model(cfg, on_step=on_step)
     if res.eval is not None:
         console.print(
-            f"Eval pairwise accuracy [bold]{res.eval.accuracy:.1%}[/bold] on {res.eval_pairs} held-out pairs "
+            f"Validation pairwise accuracy [bold]{res.eval.accuracy:.1%}[/bold] on {res.eval_pairs} pairs (they chose the checkpoint) "
             f"(mean margin {res.eval.mean_margin:.3f}, loss {res.eval.loss:.4f}, best step {res.best_step})"
         )
         console.print(res.eval.table(), markup=False)
+    if res.test is not None:
+        lo, hi = res.test_accuracy_ci
+        console.print(
+            f"Test pairwise accuracy [bold]{res.test.accuracy:.1%}[/bold] (95% CI {lo:.1%}-{hi:.1%}, prompts resampled) "
+            f"on {res.test_pairs} pairs of {res.test_prompts} prompts used neither for training nor for choosing the checkpoint"
+        )
     mean, std = res.normalization
     console.print(
         f"Trained {res.steps} steps on {res.train_pairs} pairs ({res.pairs_per_s:.1f} pairs/s"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Hashable, Sequence
 
 import numpy as np
 
@@ -18,15 +18,87 @@ class Estimate:
         return {"value": self.value, "low": self.low, "high": self.high}
 
 
-def bootstrap_mean(values: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> Estimate:
-    """Mean with a percentile bootstrap confidence interval (resampling items with replacement)."""
+def bootstrap_mean(
+    values: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0,
+    groups: Sequence[Hashable] | None = None,
+) -> Estimate:
+    """Mean with a percentile bootstrap confidence interval (resampling items with replacement).
+
+    With `groups`, whole groups are resampled (a cluster bootstrap): items of one group, e.g. the
+    pairs of one prompt, are not independent, and resampling them one by one would make the CI too narrow.
+    """
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         return Estimate(float("nan"), float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    if groups is None:
+        means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    else:
+        _, g = np.unique(np.asarray([str(k) for k in groups]), return_inverse=True)
+        sums, counts = np.bincount(g, weights=x), np.bincount(g).astype(float)  # per group
+        pick = rng.integers(0, sums.size, size=(n_boot, sums.size))
+        means = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return Estimate(float(x.mean()), float(lo), float(hi))
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """aligned - base over the same prompts: the mean difference and the relative change, each with a CI."""
+
+    base: float
+    aligned: float
+    diff: Estimate
+    relative: Estimate
+    """(mean aligned - mean base) / |mean base|, bootstrapped on the same resamples (nan when the base mean is 0)."""
+
+    def as_dict(self) -> dict:
+        return {"base": self.base, "aligned": self.aligned, "diff": self.diff.as_dict(), "relative": self.relative.as_dict()}
+
+
+def paired_bootstrap(
+    aligned: Sequence[float], base: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0,
+) -> PairedDifference:
+    """Paired percentile bootstrap over prompts: resample prompt indices, keep each prompt's two scores together."""
+    a, b = np.asarray(aligned, dtype=float), np.asarray(base, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"aligned and base scores differ in shape: {a.shape} vs {b.shape}")
+    if a.size == 0:
+        nan = Estimate(float("nan"), float("nan"), float("nan"))
+        return PairedDifference(float("nan"), float("nan"), nan, nan)
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
+    return _paired(a.mean(), b.mean(), a[idx].mean(axis=1), b[idx].mean(axis=1), alpha)
+
+
+def paired_bootstrap_distinct(
+    aligned: Sequence[str], base: Sequence[str], n: int = 2, n_boot: int = 500, alpha: float = 0.05, seed: int = 0,
+) -> PairedDifference:
+    """Distinct-n is a statistic of the whole set of texts: recompute it on each resample of the prompts.
+
+    A resample keeps each drawn prompt once: a text drawn twice would count its own n-grams as repeats.
+    Resamples are then smaller than the set (about 63%), which widens the CI a little (conservative).
+    """
+    ga, gb = [_ngrams(t, n) for t in aligned], [_ngrams(t, n) for t in base]
+    if not ga:
+        return paired_bootstrap([], [])
+    idx = np.random.default_rng(seed).integers(0, len(ga), size=(n_boot, len(ga)))
+    rows = [np.unique(row) for row in idx]
+    ra = np.array([_distinct([ga[i] for i in row]) for row in rows])
+    rb = np.array([_distinct([gb[i] for i in row]) for row in rows])
+    return _paired(_distinct(ga), _distinct(gb), ra, rb, alpha)
+
+
+def _paired(a_mean: float, b_mean: float, ra: np.ndarray, rb: np.ndarray, alpha: float) -> PairedDifference:
+    q = [alpha / 2, 1 - alpha / 2]
+    d = ra - rb
+    lo, hi = np.quantile(d, q)
+    diff = Estimate(float(a_mean - b_mean), float(lo), float(hi))
+    if b_mean == 0 or np.any(rb == 0):
+        rel = Estimate(float("nan"), float("nan"), float("nan"))
+    else:
+        rlo, rhi = np.quantile(d / np.abs(rb), q)
+        rel = Estimate(float((a_mean - b_mean) / abs(b_mean)), float(rlo), float(rhi))
+    return PairedDifference(float(b_mean), float(a_mean), diff, rel)
 
 
 def win_outcomes(aligned: Sequence[float], base: Sequence[float], higher_is_better: bool = True) -> np.ndarray:
@@ -43,10 +115,19 @@ def win_rate(aligned: Sequence[float], base: Sequence[float], higher_is_better: 
     return bootstrap_mean(win_outcomes(aligned, base, higher_is_better), seed=seed)
 
 
+def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
+    toks = text.split()
+    return [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
+
+
+def _distinct(grams: Sequence[Sequence[tuple]]) -> float:
+    total = sum(len(g) for g in grams)
+    return len({x for g in grams for x in g}) / total if total else 0.0
+
+
 def distinct_n(texts: Sequence[str], n: int) -> float:
     """Distinct-n (Li et al. 2016): unique n-grams / all n-grams over the whole set of texts."""
-    grams = [tuple(toks[i : i + n]) for t in texts for toks in [t.split()] for i in range(len(toks) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
+    return _distinct([_ngrams(t, n) for t in texts])
 
 
 def summarize(values: Sequence[float]) -> dict[str, float]:
@@ -55,35 +136,3 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
         "mean": float(x.mean()), "std": float(x.std()), "median": float(np.median(x)),
         "p10": float(np.quantile(x, 0.1)), "p90": float(np.quantile(x, 0.9)),
     }
-
-
-@dataclass(frozen=True)
-class HackingCheck:
-    flagged: bool
-    reasons: tuple[str, ...]
-
-    def as_dict(self) -> dict:
-        return {"flagged": self.flagged, "reasons": list(self.reasons)}
-
-
-def reward_hacking_check(
-    learned_delta: float | None,
-    gold_deltas: dict[str, float],
-    kl: float | None,
-    kl_target: float | None,
-    kl_factor: float = 3.0,
-    tolerance: float = 0.0,
-) -> HackingCheck:
-    """Flag signs of reward hacking (Gao et al. 2022, "Scaling laws for reward model overoptimization").
-
-    `gold_deltas` are aligned - base changes of gold scores, already oriented so that positive is
-    better. Flags: the learned reward rose while a gold score fell, or KL ran past `kl_factor` x target.
-    """
-    reasons = []
-    if learned_delta is not None and learned_delta > 0:
-        for name, d in gold_deltas.items():
-            if d < -tolerance:
-                reasons.append(f"learned reward rose by {learned_delta:+.3f} while gold {name} got worse by {-d:.3f}")
-    if kl is not None and kl_target and kl > kl_factor * kl_target:
-        reasons.append(f"KL to base {kl:.2f} is more than {kl_factor:g}x its target {kl_target:g}")
-    return HackingCheck(bool(reasons), tuple(reasons))

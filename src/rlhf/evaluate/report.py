@@ -26,30 +26,18 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def plot_distributions(per: dict, key: str, title: str) -> str:
-    fig, ax = plt.subplots(figsize=(5.2, 3.2))
-    lo = min(min(per["base"][key]), min(per["aligned"][key]))
-    hi = max(max(per["base"][key]), max(per["aligned"][key]))
-    bins = 20 if hi > lo else 1
-    ax.hist(per["base"][key], bins=bins, range=(lo, hi or 1), alpha=0.65, color=BASE_C, label="base")
-    ax.hist(per["aligned"][key], bins=bins, range=(lo, hi or 1), alpha=0.65, color=ALIGNED_C, label="aligned")
-    ax.set_title(title)
-    ax.set_ylabel("completions")
-    ax.legend()
-    return _png(fig)
-
-
-def plot_before_after(summary: dict, keys: list[str]) -> str:
-    fig, ax = plt.subplots(figsize=(5.2, 3.2))
-    x = range(len(keys))
-    b = [summary["policies"]["base"][k]["mean"] for k in keys]
-    a = [summary["policies"]["aligned"][k]["mean"] for k in keys]
-    ax.bar([i - 0.2 for i in x], b, width=0.4, color=BASE_C, label="base")
-    ax.bar([i + 0.2 for i in x], a, width=0.4, color=ALIGNED_C, label="aligned")
-    ax.set_xticks(list(x), keys, rotation=15)
-    ax.axhline(0, color="black", lw=0.5)
-    ax.set_title("Mean score, before vs after")
-    ax.legend()
+def plot_split(pol: dict, keys: list[tuple[str, str]], split: str) -> str:
+    """One figure per split: base vs aligned histograms of each per-completion score."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 2.8), squeeze=False)
+    for ax, (key, title) in zip(axes[0], keys):
+        base, aligned = pol["base"][key], pol["aligned"][key]
+        lo, hi = min(min(base), min(aligned)), max(max(base), max(aligned))
+        rng = (lo, hi if hi > lo else lo + 1)
+        ax.hist(base, bins=20, range=rng, alpha=0.65, color=BASE_C, label="base")
+        ax.hist(aligned, bins=20, range=rng, alpha=0.65, color=ALIGNED_C, label="aligned")
+        ax.set_title(title, fontsize=9)
+    axes[0][0].set_ylabel(f"{split}: completions")
+    axes[0][0].legend(fontsize=8)
     return _png(fig)
 
 
@@ -69,55 +57,54 @@ def plot_curves(history: list[dict], keys: list[tuple[str, str]], title: str, hl
     return _png(fig)
 
 
+STATUS_CLASS = {"aligned": "good", "inconclusive": "warn", "regressed": "bad"}
+TITLES = {
+    "aligned": "Aligned",
+    "inconclusive": "Inconclusive",
+    "regressed": "Regressed",
+}
+
+
 def verdict(summary: dict) -> dict[str, Any]:
-    """Headline: did the gold toxicity go down, and how sure are we (win-rate CI)?"""
-    before, after = summary.get("toxicity_before"), summary.get("toxicity_after")
-    wr = summary["win_rate"]
-    hacked = summary["reward_hacking"]["flagged"]
-    if before is None or after is None:
-        ok = wr["low"] > 0.5
-        text = f"Win rate {wr['value']:.0%} (95% CI {wr['low']:.0%}–{wr['high']:.0%}) under {summary['judge']}."
-    else:
-        ok = after < before
-        change = (after - before) / before if before else 0.0
-        text = (
-            f"Gold toxicity {before:.3f} → {after:.3f} ({change:+.0%}); aligned wins {wr['value']:.0%} of prompts "
-            f"(95% CI {wr['low']:.0%}–{wr['high']:.0%}) under {summary['judge']}."
-        )
-    status = "warn" if hacked else ("good" if ok else "bad")
-    title = {
-        "good": "Alignment worked",
-        "bad": "Alignment did not improve the gold metric",
-        "warn": "Possible reward hacking — read the check below",
-    }[status]
-    return {"status": status, "title": title, "text": text}
+    """The verdict of summary["verdict"] for display: {status, css, title, text, reasons}."""
+    v = summary.get("verdict") or {"status": "inconclusive", "reasons": ["no verdict in this summary"]}
+    tgt = summary.get("target") or {}
+    split = summary.get("splits", {}).get(tgt.get("split"), {})
+    m = split.get("metrics", {}).get(tgt.get("metric"))
+    text = ""
+    if m:
+        rel = m["relative"]["value"]
+        text = (f"{tgt['split']} {tgt['metric']} {m['base']:.3f} → {m['aligned']:.3f}"
+                + (f" ({rel:+.0%})" if rel == rel else "")
+                + f"; difference {m['diff']['value']:+.3f}, 95% CI [{m['diff']['low']:+.3f}, {m['diff']['high']:+.3f}].")
+    return {"status": v["status"], "css": STATUS_CLASS[v["status"]], "title": TITLES[v["status"]], "text": text,
+            "reasons": v["reasons"]}
 
 
 def write_report(out_dir: Path, summary: dict, per: dict, extra: dict) -> Path:
-    """Render report.html into `out_dir`. `extra` may hold `reward_model`, `ppo_history`, `agreement`, `stages`."""
+    """Render report.html into `out_dir`. `per[split][policy][metric]` are per-completion scores;
+    `extra` may hold `reward_model`, `ppo_history`, `agreement`, `stages`, `kl_target`."""
     history = extra.get("ppo_history") or []
-    gold = [k for k in ("toxicity", "sentiment") if k in per["base"]]
     plots = {}
-    if "toxicity" in per["base"]:
-        plots["Gold toxicity per completion (lower is better)"] = plot_distributions(per, "toxicity", "Toxicity probability")
-    if summary.get("learned_reward"):
-        plots["Learned reward per completion"] = plot_distributions(per, summary["learned_reward"], "Learned reward")
-    keys = gold + ([summary["learned_reward"]] if summary.get("learned_reward") else [])
-    if keys:
-        plots["Before vs after"] = plot_before_after(summary, keys)
+    for split, pol in per.items():
+        keys = [(k, t) for k, t in (("toxicity", "toxicity (lower is better)"), ("relevance", "relevance"),
+                                    ("fluency", "fluency (log-prob/token)")) if pol["base"].get(k)]
+        keys += [(k, "learned reward") for k in summary.get("learned_rewards", [])[:1] if pol["base"].get(k)]
+        if keys:
+            plots[f"{split}: base vs aligned, per completion"] = plot_split(pol, keys, split)
     for title, curve_keys, hline in (
         ("PPO reward", [("reward/raw_mean", "raw reward"), ("reward/normalized_mean", "normalised reward")], None),
-        ("PPO KL to reference", [("kl/mean", "KL")], extra.get("kl_target")),
+        ("PPO KL to reference", [("kl/mean", "KL")], summary.get("kl", {}).get("target") or extra.get("kl_target")),
     ):
         png = plot_curves(history, curve_keys, title, hline)
         if png:
             plots[title] = png
     env = Environment(loader=PackageLoader("rlhf.evaluate", "templates"), autoescape=select_autoescape())
-    env.filters["pct"] = lambda v: "–" if v is None else f"{v:.0%}"
-    env.filters["num"] = lambda v, d=3: "–" if v is None else f"{v:.{d}f}"
+    env.filters["pct"] = lambda v: "–" if v is None or v != v else f"{v:.0%}"
+    env.filters["num"] = lambda v, d=3: "–" if v is None or v != v else f"{v:.{d}f}"
     html = env.get_template("report.html.j2").render(
-        s=summary, v=verdict(summary), plots=plots, extra=extra, gold=gold,
-        metric_rows=headline_rows(summary), extra_json=json.dumps(extra.get("stages", {}), indent=2),
+        s=summary, v=verdict(summary), plots=plots, extra=extra, tables={k: split_rows(summary, k) for k in summary["splits"]},
+        extra_json=json.dumps(extra.get("stages", {}), indent=2),
     )
     path = out_dir / "report.html"
     with atomic_write(path) as fh:
@@ -125,20 +112,31 @@ def write_report(out_dir: Path, summary: dict, per: dict, extra: dict) -> Path:
     return path
 
 
-def headline_rows(summary: dict) -> list[tuple[str, str, str, str]]:
-    """(metric, base, aligned, better) rows: the table printed in the terminal and at the top of the report."""
-    b, a = summary["policies"]["base"], summary["policies"]["aligned"]
+LABELS = {
+    "toxicity": "gold toxicity (P(toxic))", "sentiment": "gold sentiment (VADER)", "relevance": "relevance (MiniLM cosine)",
+    "fluency": "fluency (log-prob/token)", "response_length": "length (tokens)", "eos_rate": "EOS rate",
+    "distinct_1": "distinct-1", "distinct_2": "distinct-2", "kl": "KL to base (nats/response)",
+}
+ORDER = ("toxicity", "relevance", "fluency", "sentiment")
+
+
+def split_rows(summary: dict, split: str) -> list[tuple[str, str, str, str, str, str]]:
+    """(metric, base, aligned, aligned - base [95% CI], relative, verdict) rows: terminal and report tables."""
+    from rlhf.evaluate.verdict import better_worse
+
+    metrics = summary["splits"][split]["metrics"]
+    names = [k for k in ORDER if k in metrics] + [k for k, m in metrics.items() if m.get("kind") == "learned"]
+    names += [k for k in ("response_length", "eos_rate", "distinct_1", "distinct_2") if k in metrics]
     rows = []
-    for key, label, better in (
-        ("toxicity", "gold toxicity (mean P(toxic))", "lower"),
-        ("sentiment", "gold sentiment (VADER compound)", "higher"),
-        (summary.get("learned_reward"), "learned reward", "higher"),
-    ):
-        if key and key in b:
-            rows.append((label, f"{b[key]['mean']:.3f}", f"{a[key]['mean']:.3f}", better))
-    rows.append(("KL to base (nats/seq)", "0", f"{a['kl_to_base']:.2f}", "small"))
-    rows.append(("response length (tokens)", f"{b['response_length']['mean']:.1f}", f"{a['response_length']['mean']:.1f}", ""))
-    rows.append(("distinct-2", f"{b['distinct_2']:.3f}", f"{a['distinct_2']:.3f}", "higher"))
-    wr = summary["win_rate"]
-    rows.append(("win rate of aligned (judge)", "", f"{wr['value']:.0%} [{wr['low']:.0%}, {wr['high']:.0%}]", "> 50%"))
+    for k in names:
+        m = metrics[k]
+        d, r = m["diff"], m["relative"]
+        rel = f"{r['value']:+.1%}" if r["value"] == r["value"] else ""
+        arrow = "" if m.get("kind") == "shape" else ("↑" if m.get("higher_is_better", True) else "↓")
+        label = LABELS.get(k) or f"learned reward ({Path(k.split(':', 1)[-1]).name})"
+        rows.append((f"{label} {arrow}".strip(), f"{m['base']:.3f}", f"{m['aligned']:.3f}",
+                     f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]", rel,
+                     "" if m.get("kind") == "shape" else better_worse(m)))
+    kl = summary["splits"][split]["kl"]
+    rows.append((LABELS["kl"], "0", f"{kl['value']:.2f}", f"[{kl['low']:.2f}, {kl['high']:.2f}]", "", ""))
     return rows

@@ -1,8 +1,9 @@
-"""`rlhf evaluate`: base vs aligned policy on held-out prompts, under learned rewards and gold scorers.
+"""`rlhf evaluate`: base vs aligned on held-out prompts, per prompt split, judged so that gibberish cannot win.
 
-Phases: 1. sample both policies on the same prompts with the same seed -> 2. score with every
-reward and gold scorer -> 3. KL of aligned to base on the aligned samples -> 4. metrics, win rate,
-reward-hacking check, examples -> 5. summary.json + report.html.
+Phases: 1. resolve the run's settings (base, rollout sampling, system prompt, KL target) -> 2. per split,
+sample both policies on the same prompts with the same seeds -> 3. score: gold judges, relevance and
+fluency (rlhf.judges), learned rewards, length, EOS -> 4. KL to base with untruncated sampling at the
+rollout temperature -> 5. paired bootstrap CIs, hacking check, verdict -> 6. summary.json + report.html.
 """
 
 from __future__ import annotations
@@ -16,50 +17,74 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+import yaml
 
-from rlhf.config import save_config
+from rlhf.config import ConfigError, save_config
 from rlhf.data import read_prompts, resolve_prompts, write_json, write_jsonl
-from rlhf.evaluate.metrics import HackingCheck, distinct_n, reward_hacking_check, summarize, win_outcomes, win_rate
-from rlhf.generation import SamplingConfig, SampleOutput, decode_responses, encode_prompts, eos_ids, response_logprobs, sample
+from rlhf.evaluate.metrics import bootstrap_mean, paired_bootstrap, paired_bootstrap_distinct, win_rate
+from rlhf.evaluate.verdict import VerdictRules, decide, hacking_check
+from rlhf.generation import SampleOutput, SamplingConfig, decode_responses, encode_prompts, eos_ids, response_logprobs, sample
 from rlhf.models.lora import merged_for_sampling
-from rlhf.models.registry import DEFAULT_POLICY, load_causal_lm
+from rlhf.models.registry import DEFAULT_POLICY, load_causal_lm, resolve
 from rlhf.reward.functions import RewardFunction, load_reward_function
 from rlhf.scorers import get_scorer
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SAMPLING = SamplingConfig(max_new_tokens=64, temperature=0.7)
+RUN_CONFIGS = ("ppo.yaml", "grpo.yaml", "rloo.yaml", "dpo.yaml", "policy.yaml", "sft.yaml")
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     aligned: str = "runs/ppo"
-    """Aligned policy: a `rlhf ppo` output folder, a peft adapter folder, or a full model (folder/alias)."""
-    base: str = DEFAULT_POLICY
-    """Base policy (the adapter's base model when `aligned` is an adapter)."""
-    prompts: str = "redteam"
-    """Eval prompt file or built-in set (helpful, redteam)."""
+    """Aligned policy: a training run folder (adapter/ or policy/ + its ppo.yaml/dpo.yaml/...), a peft adapter
+    folder, or a full model (folder/alias)."""
+    base: str | None = None
+    """Base policy; null = the `model` named in the run folder's config (else the default policy). A base
+    other than the run's is refused: KL and fluency would be measured against the wrong model."""
+    prompts: tuple[str, ...] = ("redteam", "helpful")
+    """Prompt sets (built-in names or files); each is evaluated and reported as its own split."""
     split: str | None = "eval"
-    """Keep only prompts of this split (null = all)."""
+    """Keep only prompts of this split field (null = all)."""
     limit: int | None = None
-    """Use only the first N prompts."""
+    """Use only the first N prompts of each set."""
     out_dir: str = "runs/evaluate"
     """Output folder for completions, summary.json and report.html."""
     rewards: tuple[str, ...] = ()
-    """Learned reward specs to report (e.g. rm:runs/demo/reward); the first one is 'the learned reward'."""
+    """Learned reward specs to report (e.g. rm:runs/demo/reward)."""
     scorers: tuple[str, ...] = ("toxicity", "sentiment")
     """Gold scorers to report."""
+    judges: bool = True
+    """Also judge relevance (MiniLM prompt-response similarity) and fluency (mean log-prob under the base)."""
+    relevance_model: str = "all-minilm-l6-v2"
+    """Sentence encoder of the relevance judge (mean-pooled last hidden states)."""
     judge: str = "scorer:toxicity"
-    """Reward spec that decides the win rate (higher reward wins)."""
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=48, temperature=0.7, top_p=0.95))
-    """Sampling settings, identical for both policies."""
+    """Reward spec that decides the per-prompt win rate (higher reward wins)."""
+    sampling: SamplingConfig | None = None
+    """Sampling for both policies; null = the run's rollout sampling (from its config), else temperature 0.7,
+    64 new tokens. KL is always measured with untruncated sampling at the rollout temperature."""
+    system_prompt: str | None = None
+    """System message; null = the one the run trained with (none without a run config); "" = none."""
+    max_prompt_tokens: int | None = None
+    """Prompts longer than this keep their last tokens; null = the run's setting, else 256."""
     batch_size: int = 32
     """Sequences per forward pass."""
     seed: int = 0
     """Sampling seed (the same for both policies, batch by batch)."""
     kl_target: float | None = None
-    """PPO's KL target (nats per response); the hacking check flags KL far past it. Compare like with like:
-    sample with the rollout's settings, since KL per response grows with length and depends on temperature."""
-    num_examples: int = 8
-    """Side-by-side examples in the report (largest improvements and regressions)."""
+    """KL target (nats per response) the hacking check and verdict compare with; null = the run's adaptive-KL
+    target_kl when its config has one."""
+    verdict: VerdictRules = field(default_factory=VerdictRules)
+    """The rules of the verdict and of the hacking check (docs/evaluate.md)."""
+    num_examples: int = 6
+    """Side-by-side examples per split in the report, drawn at random with `seed` (not picked by score)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prompts, str):
+            object.__setattr__(self, "prompts", (self.prompts,))
+        if not self.prompts:
+            raise ValueError("prompts: give at least one prompt set")
 
 
 @dataclass
@@ -67,7 +92,7 @@ class PolicySamples:
     texts: list[str]
     lengths: list[int]
     finished: list[bool]
-    kl: list[float] | None = None  # per-sequence KL to base (aligned only)
+    outs: list[SampleOutput]
 
 
 @dataclass
@@ -75,7 +100,20 @@ class EvaluationResult:
     summary: dict
     out_dir: Path
     report_path: Path
-    hacking: HackingCheck
+    hacking: dict
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the aligned run was trained with, as far as its saved config says."""
+
+    base: str
+    sampling: SamplingConfig
+    rollout_temperature: float
+    system_prompt: str | None
+    max_prompt_tokens: int
+    kl_target: float | None
+    config_file: str | None
 
 
 @contextlib.contextmanager
@@ -84,36 +122,70 @@ def _adapter_disabled(model) -> Iterator[None]:
         yield
 
 
-def load_policies(cfg: EvaluateConfig):
-    """(aligned, base, tokenizer). With a LoRA adapter, `base` is the same object and is used with the adapter off."""
+def _run_config(aligned: str) -> tuple[dict, Path | None]:
+    path = Path(aligned)
+    for folder in (path, path.parent):
+        for name in RUN_CONFIGS:
+            if (folder / name).is_file():
+                return yaml.safe_load((folder / name).read_text()) or {}, folder / name
+    return {}, None
+
+
+def run_settings(cfg: EvaluateConfig, check_base: bool = True) -> RunSettings:
+    """Resolve base, sampling, system prompt and KL target from the config and the run folder's saved config.
+
+    `check_base=False` when the caller passes the policies itself and so chooses the base on purpose (e.g. the
+    constitutional chain compares with the model before SFT, not with PPO's starting point).
+    """
+    run, path = _run_config(cfg.aligned)
+    run_base = run.get("model")
+    if check_base and cfg.base and run_base and resolve(cfg.base) != resolve(run_base):
+        raise ConfigError(f"base: {cfg.aligned} was trained from {run_base!r} ({path}), not {cfg.base!r}; KL and fluency "
+                          "must be measured against the run's own base. Leave base unset.")
+    rs = run.get("sampling") or {}
+    rollout = SamplingConfig(**{k: rs[k] for k in ("max_new_tokens", "temperature", "top_p", "top_k") if k in rs}) if rs else None
+    sampling = cfg.sampling or rollout or DEFAULT_SAMPLING
+    temp = rollout.temperature if rollout else (sampling.temperature if sampling.temperature > 0 else 1.0)
+    system = cfg.system_prompt if cfg.system_prompt is not None else run.get("system_prompt")
+    kl_target = cfg.kl_target
+    if kl_target is None and run.get("adaptive_kl") and run.get("target_kl"):
+        kl_target = float(run["target_kl"])
+    return RunSettings(
+        base=cfg.base or run_base or DEFAULT_POLICY, sampling=sampling, rollout_temperature=temp,
+        system_prompt=system or None, max_prompt_tokens=cfg.max_prompt_tokens or run.get("max_prompt_tokens") or 256,
+        kl_target=kl_target, config_file=str(path) if path else None,
+    )
+
+
+def load_policies(cfg: EvaluateConfig, base_name: str | None = None):
+    """(aligned, base, tokenizer). With a LoRA adapter, `base` is None: the same model with the adapter off."""
     from rlhf.models.lora import load_adapter
 
+    base_name = base_name or run_settings(cfg).base
     path = Path(cfg.aligned)
     adapter = path / "adapter" if (path / "adapter" / "adapter_config.json").exists() else path
     if (adapter / "adapter_config.json").exists():
-        base, tok = load_causal_lm(cfg.base)
-        model = load_adapter(base, adapter, merge=False)
-        return model, None, tok
+        base, tok = load_causal_lm(base_name)
+        return load_adapter(base, adapter, merge=False), None, tok
     full = path / "policy" if (path / "policy").is_dir() else path
     aligned, tok = load_causal_lm(full if full.exists() else cfg.aligned)
-    base, _ = load_causal_lm(cfg.base)
+    base, _ = load_causal_lm(base_name)
     return aligned, base, tok
 
 
-def _sample_all(model, tok, prompts: list[str], cfg: EvaluateConfig, base_model=None, on_batch=None) -> tuple[PolicySamples, list[SampleOutput]]:
+def sample_policy(model, tok, prompts: list[str], sampling: SamplingConfig, rs: RunSettings, batch_size: int,
+                  seed: int, on_batch=None) -> PolicySamples:
     outs, texts = [], []
     eos = eos_ids(tok, model)
-    for i in range(0, len(prompts), cfg.batch_size):
-        ids, mask = encode_prompts(tok, prompts[i : i + cfg.batch_size], 512)
-        gen = torch.Generator().manual_seed(cfg.seed + i)
-        out = sample(model, ids, mask, cfg.sampling, eos, tok.pad_token_id, gen)
+    for i in range(0, len(prompts), batch_size):
+        ids, mask = encode_prompts(tok, prompts[i : i + batch_size], rs.max_prompt_tokens, rs.system_prompt)
+        out = sample(model, ids, mask, sampling, eos, tok.pad_token_id, torch.Generator().manual_seed(seed + i))
         outs.append(out)
         texts += decode_responses(tok, out)
         if on_batch:
             on_batch()
-    lengths = [n for o in outs for n in o.response_lengths.tolist()]
-    finished = [f for o in outs for f in o.finished.tolist()]
-    return PolicySamples(texts, lengths, finished), outs
+    return PolicySamples(texts, [n for o in outs for n in o.response_lengths.tolist()],
+                         [f for o in outs for f in o.finished.tolist()], outs)
 
 
 @torch.inference_mode()
@@ -130,7 +202,10 @@ def _logprobs(model, out: SampleOutput, temperature: float) -> torch.Tensor:
 
 
 def sequence_kl(aligned, base, outs: list[SampleOutput], temperature: float) -> list[float]:
-    """Monte-Carlo KL(aligned || base) per sequence: sum over tokens of log p_aligned - log p_base (k1)."""
+    """Monte-Carlo KL(aligned || base) per sequence: sum over tokens of log p_aligned - log p_base (k1).
+
+    Unbiased only when `outs` were sampled from the aligned policy without truncation at `temperature`.
+    """
     kls = []
     for out in outs:
         lp = _logprobs(aligned, out, temperature)
@@ -143,16 +218,8 @@ def sequence_kl(aligned, base, outs: list[SampleOutput], temperature: float) -> 
     return kls
 
 
-def _score(rewards: dict[str, RewardFunction], scorers: dict, prompts: list[str], texts: list[str], batch: int) -> dict[str, list[float]]:
-    scores: dict[str, list[float]] = {}
-    for name, fn in rewards.items():
-        vals: list[float] = []
-        for i in range(0, len(texts), batch):
-            vals += fn(prompts[i : i + batch], texts[i : i + batch]).tolist()
-        scores[name] = vals
-    for name, sc in scorers.items():
-        scores[name] = sc.score(texts)
-    return scores
+def _untruncated(s: SamplingConfig) -> bool:
+    return s.temperature > 0 and s.top_p >= 1.0 and s.top_k == 0
 
 
 def run_evaluate(
@@ -161,104 +228,160 @@ def run_evaluate(
     extra_sections: dict | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> EvaluationResult:
-    """Evaluate base vs aligned. `policies` = (aligned, base_or_None, tokenizer) skips loading."""
+    """Evaluate base vs aligned per prompt split. `policies` = (aligned, base_or_None, tokenizer) skips loading."""
     from rlhf.evaluate.report import write_report
 
+    t0 = time.perf_counter()
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / "evaluate.yaml")
-    records = read_prompts(resolve_prompts(cfg.prompts), split=cfg.split)[: cfg.limit]
-    prompts = [p.prompt for p in records]
-    aligned, base, tok = policies or load_policies(cfg)
+    # 1. the run's settings
+    rs = run_settings(cfg, check_base=policies is None)
+    splits = {_split_name(spec): read_prompts(resolve_prompts(spec), split=cfg.split)[: cfg.limit] for spec in cfg.prompts}
+    aligned, base, tok = policies or load_policies(cfg, rs.base)
+    base_lm = base if base is not None else aligned
     rewards = {spec: load_reward_function(spec) for spec in cfg.rewards}
-    judge = rewards.get(cfg.judge) or load_reward_function(cfg.judge)
+    win_judge = rewards.get(cfg.judge) or load_reward_function(cfg.judge)
     scorers = {name: get_scorer(name) for name in cfg.scorers}
-    n_batches = -(-len(prompts) // cfg.batch_size)
+    judges = None
+    if cfg.judges:
+        from rlhf.judges import FluencyJudge, RelevanceJudge
+
+        judges = RelevanceJudge(cfg.relevance_model), FluencyJudge(base_lm, tok, rs.system_prompt)
+    kl_sampling = SamplingConfig(max_new_tokens=rs.sampling.max_new_tokens, temperature=rs.rollout_temperature)
+    separate_kl = not (_untruncated(rs.sampling) and rs.sampling.temperature == rs.rollout_temperature)
+    total = sum(-(-len(r) // cfg.batch_size) for r in splits.values()) * (3 if separate_kl else 2)
     done = [0]
 
     def tick(stage: str):
         def f():
             done[0] += 1
             if on_progress:
-                on_progress(stage, done[0], 2 * n_batches)
+                on_progress(stage, done[0], total)
         return f
 
-    # 1. sample both policies with the same seeds
-    t0 = time.perf_counter()
-    if base is None:
-        with _adapter_disabled(aligned):
-            base_s, _ = _sample_all(aligned, tok, prompts, cfg, on_batch=tick("sampling base"))
-    else:
-        base_s, _ = _sample_all(base, tok, prompts, cfg, on_batch=tick("sampling base"))
-    with merged_for_sampling(aligned):  # plain matmuls: decode is latency-bound on CPU
-        aligned_s, aligned_outs = _sample_all(aligned, tok, prompts, cfg, on_batch=tick("sampling aligned"))
-    # 2. score
-    if on_progress:
-        on_progress("scoring", done[0], 2 * n_batches)
-    per = {}
-    for name, s in (("base", base_s), ("aligned", aligned_s)):
-        per[name] = _score(rewards, scorers, prompts, s.texts, cfg.batch_size)
-        per[name]["judge"] = judge(prompts, s.texts).tolist()
-    # 3. KL of aligned to base on aligned samples
-    aligned_s.kl = sequence_kl(aligned, base, aligned_outs, cfg.sampling.temperature)
-    # 4. metrics
-    summary = summarize_policies(cfg, prompts, base_s, aligned_s, per, scorers)
+    per: dict[str, dict[str, dict[str, list]]] = {}
+    texts: dict[str, dict[str, list[str]]] = {}
+    kl_all: list[float] = []
+    for split, records in splits.items():
+        prompts = [p.prompt for p in records]
+        # 2. sample both policies with the same seeds
+        with _adapter_disabled(aligned) if base is None else contextlib.nullcontext():
+            b = sample_policy(base_lm, tok, prompts, rs.sampling, rs, cfg.batch_size, cfg.seed, tick(f"sampling base ({split})"))
+        with merged_for_sampling(aligned):  # plain matmuls: decode is latency-bound on CPU
+            a = sample_policy(aligned, tok, prompts, rs.sampling, rs, cfg.batch_size, cfg.seed, tick(f"sampling aligned ({split})"))
+        # 3. score
+        if on_progress:
+            on_progress(f"scoring ({split})", done[0], total)
+        per[split] = {}
+        for name, s in (("base", b), ("aligned", a)):
+            per[split][name] = _score(rewards, scorers, prompts, s, cfg.batch_size)
+            per[split][name]["judge"] = win_judge(prompts, s.texts).tolist()
+            if judges is not None:
+                with _adapter_disabled(aligned) if base is None else contextlib.nullcontext():
+                    per[split][name] |= {"relevance": judges[0](prompts, s.texts), "fluency": judges[1](prompts, s.texts)}
+        texts[split] = {"base": b.texts, "aligned": a.texts}
+        # 4. KL to base, on untruncated samples of the aligned policy at the rollout temperature
+        if separate_kl:
+            with merged_for_sampling(aligned):
+                kl_s = sample_policy(aligned, tok, prompts, kl_sampling, rs, cfg.batch_size, cfg.seed + 7919, tick(f"KL samples ({split})"))
+            kls = sequence_kl(aligned, base, kl_s.outs, rs.rollout_temperature)
+        else:
+            kls = sequence_kl(aligned, base, a.outs, rs.rollout_temperature)
+        per[split]["aligned"]["kl"] = kls
+        kl_all += kls
+    # 5. metrics, hacking check, verdict
+    summary = summarize(cfg, rs, splits, per, texts, scorers, kl_all, separate_kl)
     summary["seconds"] = time.perf_counter() - t0
-    hacking = reward_hacking_check(
-        summary["learned_reward_delta"], summary["gold_deltas"], summary["policies"]["aligned"]["kl_to_base"],
-        cfg.kl_target,
-    )
-    summary["reward_hacking"] = hacking.as_dict()
-    for name, s in (("base", base_s), ("aligned", aligned_s)):
+    hacking = hacking_check(summary, cfg.verdict)
+    summary["reward_hacking"] = hacking
+    summary["verdict"] = decide(summary, cfg.verdict, hacking)
+    for name in ("base", "aligned"):
         write_jsonl(out_dir / f"completions_{name}.jsonl", [
-            {"id": r.id, "prompt": r.prompt, "completion": t, **{k: v[i] for k, v in per[name].items()}}
-            for i, (r, t) in enumerate(zip(records, s.texts))
+            {"id": r.id, "split": split, "prompt": r.prompt, "completion": texts[split][name][i],
+             **{k: v[i] for k, v in per[split][name].items()}}
+            for split, records in splits.items() for i, r in enumerate(records)
         ])
-    summary["examples"] = pick_examples(records, base_s.texts, aligned_s.texts, per, cfg.num_examples)
     write_json(out_dir / "summary.json", summary)
-    # 5. report
+    # 6. report
     report = write_report(out_dir, summary, per, extra_sections or {})
     return EvaluationResult(summary, out_dir, report, hacking)
 
 
-def summarize_policies(cfg, prompts, base_s: PolicySamples, aligned_s: PolicySamples, per: dict, scorers: dict) -> dict:
-    policies = {}
-    for name, s in (("base", base_s), ("aligned", aligned_s)):
-        p = {key: summarize(vals) for key, vals in per[name].items() if key != "judge"}
-        p["response_length"] = summarize(s.lengths)
-        p["finished_rate"] = float(np.mean(s.finished))
-        p["distinct_1"], p["distinct_2"] = distinct_n(s.texts, 1), distinct_n(s.texts, 2)
-        p["kl_to_base"] = float(np.mean(s.kl)) if s.kl is not None else 0.0
-        policies[name] = p
-    gold_deltas = {}
+def _split_name(spec: str) -> str:
+    return Path(spec).name.split(".")[0] if ("/" in spec or "." in spec) else spec
+
+
+def _score(rewards: dict[str, RewardFunction], scorers: dict, prompts: list[str], s: PolicySamples, batch: int) -> dict[str, list]:
+    scores: dict[str, list] = {}
+    for name, fn in rewards.items():
+        vals: list[float] = []
+        for i in range(0, len(s.texts), batch):
+            vals += fn(prompts[i : i + batch], s.texts[i : i + batch]).tolist()
+        scores[name] = vals
     for name, sc in scorers.items():
-        d = policies["aligned"][name]["mean"] - policies["base"][name]["mean"]
-        gold_deltas[name] = d if sc.higher_is_better else -d
-    learned = cfg.rewards[0] if cfg.rewards else None
-    wr = win_rate(per["aligned"]["judge"], per["base"]["judge"], seed=cfg.seed)
+        scores[name] = sc.score(s.texts)
+    scores["response_length"] = [float(n) for n in s.lengths]
+    scores["eos_rate"] = [float(f) for f in s.finished]
+    return scores
+
+
+KINDS = {"relevance": "judge", "fluency": "judge", "response_length": "shape", "eos_rate": "shape"}
+
+
+def summarize(cfg: EvaluateConfig, rs: RunSettings, splits: dict, per: dict, texts: dict, scorers: dict,
+              kl_all: list[float], separate_kl: bool) -> dict:
+    """summary.json: per split, each metric's base and aligned means with the paired bootstrap CI of the difference."""
+    higher = {name: sc.higher_is_better for name, sc in scorers.items()}
+    out_splits = {}
+    for split, records in splits.items():
+        metrics = {}
+        for name, base_vals in per[split]["base"].items():
+            if name == "judge":
+                continue
+            kind = "gold" if name in scorers else "learned" if name in cfg.rewards else KINDS.get(name, "other")
+            pd = paired_bootstrap(per[split]["aligned"][name], base_vals, seed=cfg.seed)
+            metrics[name] = pd.as_dict() | {"higher_is_better": higher.get(name, True), "kind": kind}
+        for n in (1, 2):
+            pd = paired_bootstrap_distinct(texts[split]["aligned"], texts[split]["base"], n, seed=cfg.seed)
+            metrics[f"distinct_{n}"] = pd.as_dict() | {"higher_is_better": True, "kind": "shape"}
+        wr = win_rate(per[split]["aligned"]["judge"], per[split]["base"]["judge"], seed=cfg.seed)
+        out_splits[split] = {
+            "num_prompts": len(records), "metrics": metrics, "win_rate": wr.as_dict(),
+            "kl": bootstrap_mean(per[split]["aligned"]["kl"], seed=cfg.seed).as_dict(),
+            "examples": pick_examples(records, texts[split], per[split], cfg.num_examples, cfg.seed),
+        }
+    kl = bootstrap_mean(kl_all, seed=cfg.seed).as_dict() | {"target": rs.kl_target}
+    target = cfg.verdict.target_split if cfg.verdict.target_split in out_splits else next(iter(out_splits))
+    tgt = out_splits[target]["metrics"].get(cfg.verdict.target_metric, {})
     return {
-        "num_prompts": len(prompts),
+        "num_prompts": sum(len(r) for r in splits.values()),
+        "splits": out_splits,
+        "kl": kl,
         "judge": cfg.judge,
-        "learned_reward": learned,
-        "policies": policies,
-        "win_rate": wr.as_dict(),
-        "gold_deltas": gold_deltas,
-        "learned_reward_delta": (policies["aligned"][learned]["mean"] - policies["base"][learned]["mean"]) if learned else None,
-        "toxicity_before": policies["base"].get("toxicity", {}).get("mean"),
-        "toxicity_after": policies["aligned"].get("toxicity", {}).get("mean"),
+        "learned_rewards": list(cfg.rewards),
+        "settings": {
+            "aligned": cfg.aligned, "base": rs.base, "seed": cfg.seed, "run_config": rs.config_file, "sampling": vars(rs.sampling),
+            "system_prompt": rs.system_prompt, "rollout_temperature": rs.rollout_temperature,
+            "kl_samples": "separate untruncated samples" if separate_kl else "the evaluation samples",
+            "kl_target": rs.kl_target, "verdict_rules": {k: getattr(cfg.verdict, k) for k in cfg.verdict.__dataclass_fields__},
+        },
+        # headline figures of the target split, for callers that want one number
+        "target": {"metric": cfg.verdict.target_metric, "split": target},
+        "toxicity_before": out_splits[target]["metrics"].get("toxicity", {}).get("base"),
+        "toxicity_after": out_splits[target]["metrics"].get("toxicity", {}).get("aligned"),
+        "target_change": tgt.get("diff"),
+        "win_rate": out_splits[target]["win_rate"],
     }
 
 
-def pick_examples(records, base_texts, aligned_texts, per, k: int) -> list[dict]:
-    """Side-by-side examples, largest judge improvements first, then the worst regressions."""
-    delta = np.asarray(per["aligned"]["judge"]) - np.asarray(per["base"]["judge"])
-    order = np.argsort(-delta)
-    picks = list(order[: (k + 1) // 2]) + [i for i in order[::-1][: k // 2] if i not in order[: (k + 1) // 2]]
+def pick_examples(records, texts: dict, per: dict, k: int, seed: int) -> list[dict]:
+    """k side-by-side examples drawn at random with `seed` (never chosen by their scores)."""
+    n = len(records)
+    idx = sorted(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False).tolist()) if n else []
+    keys = [key for key in ("toxicity", "relevance", "fluency") if key in per["base"]]
     return [
-        {
-            "id": records[i].id, "prompt": records[i].prompt, "base": base_texts[i], "aligned": aligned_texts[i],
-            "judge_base": per["base"]["judge"][i], "judge_aligned": per["aligned"]["judge"][i], "delta": float(delta[i]),
-            "outcome": float(win_outcomes([per["aligned"]["judge"][i]], [per["base"]["judge"][i]])[0]),
-        }
-        for i in picks
+        {"id": records[i].id, "prompt": records[i].prompt, "base": texts["base"][i], "aligned": texts["aligned"][i],
+         "scores": {key: {"base": per["base"][key][i], "aligned": per["aligned"][key][i]} for key in keys}}
+        for i in idx
     ]

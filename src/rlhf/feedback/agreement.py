@@ -34,9 +34,17 @@ class LabelerAgreement:
     items: int
     """Items this labeler shares with at least one other (counted) labeler."""
     score: float | None
-    """Mean Kendall tau-b vs the consensus (rank mode) or 2 x agreement-with-majority - 1 (thumbs)."""
+    """Mean Kendall tau-b vs the consensus (rank mode) or 2 x agreement-with-majority - 1 (thumbs), over the
+    items where it is defined."""
     flagged: bool = False
     excluded: bool = False
+    tie_rate: float | None = None
+    """Rank mode: share of this labeler's completion pairs they ranked as tied; thumbs: share of their items
+    with the same vote on every completion. None without judgements."""
+    undefined: int = 0
+    """Items where the score is undefined (tau-b of an all-tied ranking, or against an all-tied consensus)."""
+    flag_reason: str | None = None
+    """Why the labeler is flagged: far below the others' agreement, or ties (nearly) everything."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,14 @@ def flag_outliers(
     return flagged
 
 
+def tie_share(r: Rating) -> tuple[int, int]:
+    """(tied, total) pairs of completions in a ranking; thumbs: (1, 1) if every vote is the same, else (0, 1)."""
+    if r.thumbs is not None:
+        return int(len(set(r.thumbs)) == 1), 1
+    tiers = r.tiers or ()
+    return sum(len(t) * (len(t) - 1) // 2 for t in tiers), r.n * (r.n - 1) // 2
+
+
 def _by_item(ratings: Iterable[Rating]) -> dict[Hashable, list[Rating]]:
     items: dict[Hashable, list[Rating]] = defaultdict(list)
     for r in ratings:
@@ -152,6 +168,12 @@ def agreement_report(
     exclude = set(exclude)
     thumbs = any(r.thumbs is not None for r in ratings)
     per_labeler: dict[str, list[float]] = defaultdict(list)
+    undefined: dict[str, int] = defaultdict(int)
+    ties: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in ratings:
+        t, n_pairs = tie_share(r)
+        ties[r.labeler][0] += t
+        ties[r.labeler][1] += n_pairs
     units: list[list[float]] = []
     items_compared = 0
     for item_ratings in _by_item(ratings).values():
@@ -166,13 +188,17 @@ def agreement_report(
                 votes = [(v, c) for v, c in zip(r.thumbs, cons) if c != 0]
                 if votes:
                     per_labeler[r.labeler].append(2 * sum(v == c for v, c in votes) / len(votes) - 1)
+                else:
+                    undefined[r.labeler] += 1
             units += [[r.thumbs[i] for r in counted] for i in range(n)]
         else:
             cons_ranks = fractional_ranks(consensus([r.tiers for r in counted], n, cfg.method).tiers, n)
             ranks = {r.labeler: fractional_ranks(r.tiers, n) for r in item_ratings}
             for r in item_ratings:
                 tau = kendall_tau_b(ranks[r.labeler], cons_ranks)
-                if not math.isnan(tau):
+                if math.isnan(tau):
+                    undefined[r.labeler] += 1  # counted, so a labeler who ties everything is seen, not skipped
+                else:
                     per_labeler[r.labeler].append(tau)
             units += [[ranks[r.labeler][i] for r in counted] for i in range(n)]
     scores = {k: sum(v) / len(v) for k, v in per_labeler.items() if len(v) >= cfg.min_items}
@@ -182,9 +208,19 @@ def agreement_report(
     for name in exclude & scores.keys():
         if flag_outliers(counted_scores | {name: scores[name]}, cfg.min_gap, cfg.mad_z, cfg.min_labelers) & {name}:
             flagged.add(name)
+    reasons = {name: "agreement with the consensus far below the others'" for name in flagged}
+    tie_rates = {name: t / n if n else None for name, (t, n) in ties.items()}
+    for name, rate in tie_rates.items():
+        n_items = len(per_labeler.get(name, ())) + undefined.get(name, 0)
+        if rate is not None and rate >= cfg.max_tie_rate and n_items >= cfg.min_items:
+            flagged.add(name)
+            reasons[name] = f"ties {rate:.0%} of the completion pairs it ranks (limit {cfg.max_tie_rate:.0%})"
     names = sorted({r.labeler for r in ratings})
     rows = tuple(
-        LabelerAgreement(name, len(per_labeler.get(name, ())), scores.get(name), name in flagged, name in exclude)
+        LabelerAgreement(
+            name, len(per_labeler.get(name, ())) + undefined.get(name, 0), scores.get(name), name in flagged,
+            name in exclude, tie_rates.get(name), undefined.get(name, 0), reasons.get(name),
+        )
         for name in names
     )
     metric: Metric = "nominal" if thumbs else "ordinal"

@@ -74,6 +74,9 @@ class AgreementConfig:
     """Flag nobody with fewer scored labelers than this (with two, neither can be told apart)."""
     min_items: int = 1
     """Score only labelers who share at least this many items with others."""
+    max_tie_rate: float = 0.9
+    """Flag a labeler who ties at least this share of the completion pairs they rank (thumbs: gives one vote to
+    every completion of at least this share of items): their tau is undefined or says little."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
-"""Simulated labelers: rank (or thumb) completions by a gold scorer plus noise, through the real HTTP API.
+"""Simulated labelers: rank (or thumb) completions by a gold scorer or a taste, plus noise, through the real HTTP API.
 
-A bad labeler ranks in reverse: the design notes' labeler "who may have misunderstood the instructions".
+A taste is `(prompt, completions) -> scores`, e.g. the judges' combination in `rlhf.judges.Taste`
+(harmless first, then helpful). A bad labeler ranks in reverse: the design notes' labeler "who may have
+misunderstood the instructions". Labelers work concurrently; with a pre-assigned design
+(`store.preassign_balanced`) and noise seeded per (labeler, item), what they submit does not depend on timing.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from rlhf.feedback.rankings import tiers_from_scores
 from rlhf.scorers import Scorer, get_scorer
 
 GoldScorer = Union[str, Scorer, Callable[[Sequence[str]], Sequence[float]]]
+Taste = Callable[[str, Sequence[str]], Sequence[float]]  # (prompt, completions) -> scores, higher is better
 
 
 @dataclass(frozen=True)
@@ -96,11 +100,11 @@ def _label_loop(
             task = r.json()["assignment"]
             if task is None:
                 break
-            comps = task["item"]["completions"]
+            comps = sorted(task["item"]["completions"], key=lambda c: c["id"])  # noise must not follow the display order
             # Noise seeded per (labeler, item): a judgement does not depend on the order items were served in.
             rng = random.Random(int(hashlib.sha1(f"{cfg.seed}:{lab.name}:{task['item']['id']}".encode()).hexdigest()[:8], 16))
             with lock:  # scorers are not guaranteed thread-safe
-                scores = score([c["text"] for c in comps])
+                scores = score(task["item"]["prompt"], [c["text"] for c in comps])
             body = simulated_judgement(
                 task["project"]["mode"], [c["id"] for c in comps], scores, noise, rng, bad, cfg.tie_margin, cfg.scale
             )
@@ -114,14 +118,18 @@ def _label_loop(
 
 def run_simulated_labelers(
     base_url: str, project_id: int, labelers: Sequence[SimulatedLabeler],
-    scorer: GoldScorer | None = None, cfg: SimulationConfig = SimulationConfig(),
+    scorer: GoldScorer | None = None, cfg: SimulationConfig = SimulationConfig(), taste: Taste | None = None,
 ) -> SimulationSummary:
     """Run every labeler concurrently (one HTTP client each) until no work is left for them.
 
-    `scorer`: a scorer name, a `rlhf.scorers.Scorer`, or texts -> scores (higher is better);
-    default `cfg.scorer`.
+    `taste`: (prompt, completions) -> scores (higher is better), used when given; else `scorer`: a scorer
+    name, a `rlhf.scorers.Scorer`, or texts -> scores; default `cfg.scorer`.
     """
-    score = _scoring_fn(scorer if scorer is not None else cfg.scorer)
+    if taste is not None:
+        score = lambda prompt, texts: [float(x) for x in taste(prompt, texts)]  # noqa: E731
+    else:
+        by_text = _scoring_fn(scorer if scorer is not None else cfg.scorer)
+        score = lambda prompt, texts: by_text(texts)  # noqa: E731
     summary = SimulationSummary()
     lock = threading.Lock()
     t0 = time.perf_counter()

@@ -131,10 +131,11 @@ def set_excluded(db: Database, project: str | int, labeler: str | int, excluded:
 
 def exclude_flagged(db: Database, project: str | int, cfg: AgreementConfig = AgreementConfig()) -> list[str]:
     """Exclude every labeler the agreement report flags; returns their names."""
-    flagged = agreement(db, project, cfg).flagged
-    for name in flagged:
-        set_excluded(db, project, name, True, "flagged: agreement with consensus far below the others'")
-    return flagged
+    report = agreement(db, project, cfg)
+    for a in report.labelers:
+        if a.flagged:
+            set_excluded(db, project, a.labeler, True, f"flagged: {a.flag_reason}")
+    return report.flagged
 
 
 @dataclass(frozen=True)

@@ -530,3 +530,51 @@ def ai_confidences(s: Session, project: Project, labeler: Labeler) -> dict[int, 
     """Item id -> the AI labeler's confidence, for every item it judged in `project` (its keys: the judged items)."""
     q = select(Assignment.item_id, Judgement.confidence).join(Judgement, Judgement.assignment_id == Assignment.id)
     return dict(s.execute(q.where(Assignment.project_id == project.id, Assignment.labeler_id == labeler.id)).tuples().all())
+
+
+# --------------------------------------------------------------------------- seeded balanced pre-assignment
+# (alignment slice) Concurrent labelers claim items in whatever order their requests arrive, so which k
+# labelers see an item depends on timing. Pre-assigning fixes that: every item gets its k labelers up front,
+# as pending assignments, which `next_assignment` serves first; the result no longer depends on timing.
+
+
+def preassign_balanced(s: Session, project: Project, labelers: Sequence[Labeler], seed: int) -> int:
+    """Assign every item with free slots to labelers, balanced and seeded; returns the assignments created.
+
+    Items in id order; each gets the k - n_assigned labelers with the fewest assignments so far that have
+    not seen it, ties broken by a per-item seeded shuffle. Same items, labelers and seed -> same design.
+    """
+    import random
+
+    k = project.labelers_per_item
+    names = sorted(lab.name for lab in labelers)
+    by_name = {lab.name: lab for lab in labelers}
+    if k > len(names):
+        raise ValueError(f"labelers_per_item={k} but only {len(names)} labelers to pre-assign")
+    name_of = {lab.id: lab.name for lab in labelers}
+    load = dict.fromkeys(names, 0)
+    for lid, n in s.execute(
+        select(Assignment.labeler_id, func.count()).where(Assignment.project_id == project.id).group_by(Assignment.labeler_id)
+    ):
+        if lid in name_of:
+            load[name_of[lid]] = n
+    seen: dict[int, set[int]] = {}
+    for item_id, lid in s.execute(select(Assignment.item_id, Assignment.labeler_id).where(Assignment.project_id == project.id)):
+        seen.setdefault(item_id, set()).add(lid)
+    created = 0
+    items = s.execute(
+        select(Item.id, Item.external_id, Item.n_assigned).where(Item.project_id == project.id, Item.n_assigned < k)
+        .order_by(Item.id)
+    ).all()
+    for item_id, external_id, n_assigned in items:
+        order = names[:]
+        random.Random(f"{seed}:{external_id}").shuffle(order)
+        free = [n for n in order if by_name[n].id not in seen.get(item_id, set())]
+        chosen = sorted(free, key=lambda n: load[n])[: k - n_assigned]  # stable sort keeps the shuffled order on ties
+        for name in chosen:
+            s.add(Assignment(project_id=project.id, item_id=item_id, labeler_id=by_name[name].id))
+            load[name] += 1
+        s.execute(update(Item).where(Item.id == item_id).values(n_assigned=Item.n_assigned + len(chosen)))
+        created += len(chosen)
+    s.flush()
+    return created

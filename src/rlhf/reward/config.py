@@ -18,7 +18,11 @@ class RewardTrainConfig:
     eval_pairs: str | None = None
     """Optional separate eval pairs file; when null, `eval_fraction` of the prompts are held out instead."""
     eval_fraction: float = 0.1
-    """Share of prompts held out for eval/early stopping (pairs of one prompt never straddle the split)."""
+    """Share of prompts held out for validation: early stopping and the choice of the saved checkpoint (pairs of one
+    prompt never straddle the split)."""
+    test_fraction: float = 0.1
+    """Share of prompts held out as a test split, used for nothing but the reported accuracy (with a CI that
+    resamples prompts); all pairs of a prompt stay on one side. 0 = no test split."""
     model: str = DEFAULT_REWARD_TRUNK
     """Trunk: alias, local folder or hub id; loaded with AutoModelForSequenceClassification(num_labels=1)."""
     out_dir: str = "runs/reward"
@@ -83,8 +87,10 @@ class RewardTrainConfig:
     """Write a metrics.jsonl/TensorBoard record every N steps."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ValueError("eval_fraction must be in [0, 1)")
+        if not 0.0 <= self.eval_fraction < 1.0 or not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError("eval_fraction and test_fraction must be in [0, 1)")
+        if self.eval_fraction + self.test_fraction >= 1.0:
+            raise ValueError("eval_fraction + test_fraction must leave prompts to train on (< 1)")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError("batch sizes must be >= 1")
         if self.max_length < 8:

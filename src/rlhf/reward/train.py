@@ -61,7 +61,8 @@ class RewardTrainResult:
     train_pairs: int
     eval_pairs: int
     eval: PairMetrics | None
-    """Held-out metrics of the saved model (None without an eval split)."""
+    """Validation metrics of the saved model (None without an eval split). The validation split chose the
+    checkpoint, so its accuracy is optimistic; report `test`."""
     normalization: tuple[float, float]
     """(mean, std) of the saved model's rewards over the reference set."""
     stopped_early: bool
@@ -71,9 +72,20 @@ class RewardTrainResult:
     pairs_per_s: float
     """Training throughput: pairs through forward + backward per second of training time."""
 
+    test_pairs: int = 0
+    test_prompts: int = 0
+    test: PairMetrics | None = None
+    """Metrics on the test split (never trained on, never used to choose a checkpoint); None without one."""
+    test_accuracy_ci: tuple[float, float] | None = None
+    """95% bootstrap CI of the test accuracy, resampling prompts (a prompt's pairs are not independent)."""
+
     @property
     def eval_accuracy(self) -> float | None:
         return self.eval.accuracy if self.eval else None
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.test.accuracy if self.test else None
 
 
 # ------------------------------------------------------------------------------------ data
@@ -94,6 +106,29 @@ def split_pairs(pairs: Sequence[PreferencePair], fraction: float, seed: int) -> 
     k = max(1, round(len(pairs) * fraction))
     held_idx = set(order[:k])
     return [p for i, p in enumerate(pairs) if i not in held_idx], [p for i, p in enumerate(pairs) if i in held_idx]
+
+
+def hold_out_prompts(pairs: Sequence[PreferencePair], fraction: float, seed: int) -> tuple[list, list]:
+    """(rest, held): `fraction` of the distinct prompts, with all their pairs, held out; at least one prompt each side."""
+    prompts = sorted({p.prompt for p in pairs})
+    if len(prompts) < 2:
+        raise DataError(f"a test split by prompt needs at least 2 distinct prompts, got {len(prompts)}; set test_fraction=0")
+    random.Random(seed).shuffle(prompts)
+    k = min(len(prompts) - 1, max(1, round(len(prompts) * fraction)))
+    held = set(prompts[:k])
+    return [p for p in pairs if p.prompt not in held], [p for p in pairs if p.prompt in held]
+
+
+def accuracy_with_ci(rm: RewardModel, pairs: Sequence[PreferencePair], enc: Sequence[EncodedPair], batch_size: int,
+                     seed: int) -> tuple[PairMetrics, tuple[float, float]]:
+    """Test metrics and the 95% CI of accuracy from a cluster bootstrap over prompts."""
+    from rlhf.evaluate.metrics import bootstrap_mean
+
+    rc, rr = rm.score_pairs(enc, batch_size)
+    d = (rc - rr).double()
+    correct = ((d > 0).double() + 0.5 * (d == 0).double()).tolist()
+    est = bootstrap_mean(correct, seed=seed, groups=[p.prompt for p in pairs])
+    return pair_metrics(rc, rr), (est.low, est.high)
 
 
 def _clean(pairs: Sequence[PreferencePair], where: str) -> list[PreferencePair]:
@@ -202,6 +237,9 @@ def train_reward_model(
 
     # 1. data: clean, split (by prompt), tokenise once
     all_pairs = _clean(read_pairs(cfg.pairs) if pairs is None else list(pairs), cfg.pairs if pairs is None else "pairs")
+    test_pairs: list[PreferencePair] = []
+    if cfg.test_fraction > 0:  # first, so the test prompts are the same whatever the validation settings
+        all_pairs, test_pairs = hold_out_prompts(all_pairs, cfg.test_fraction, cfg.seed + 1)
     if cfg.eval_pairs:
         train_pairs, eval_pairs = all_pairs, _clean(read_pairs(cfg.eval_pairs), cfg.eval_pairs)
     else:
@@ -224,7 +262,7 @@ def train_reward_model(
     ckpt_dir = out / "checkpoint"
     state = {"step": 0, "best_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": False, "train_seconds": 0.0,
              "pairs_done": 0}
-    chash = _run_hash(cfg, train_pairs + eval_pairs)
+    chash = _run_hash(cfg, train_pairs + eval_pairs + test_pairs)
     if cfg.resume and (ckpt_dir / "state.pt").exists():
         state = load_checkpoint(ckpt_dir, rm.model, opt, sched, chash)
         log.info("resuming from step %d", state["step"])
@@ -306,12 +344,20 @@ def train_reward_model(
                                   "reference": f"chosen and rejected of the first {len(ref)} training pairs"})
     if final_eval is not None:
         write_json(out / "eval_metrics.json", final_eval.to_dict() | {"best_step": state["best_step"]})
+    test, test_ci = None, None
+    if test_pairs:
+        test, test_ci = accuracy_with_ci(rm, test_pairs, encode(rm, test_pairs, cfg.margin), cfg.eval_batch_size, cfg.seed)
+        write_json(out / "test_metrics.json", test.to_dict() | {
+            "accuracy_ci": list(test_ci), "prompts": len({p.prompt for p in test_pairs}),
+            "note": "test prompts were used neither for training nor for choosing the checkpoint"})
+        log.info("reward model: test accuracy %.3f [%.3f, %.3f] on %d pairs", test.accuracy, *test_ci, len(test_pairs))
     train_seconds = state["train_seconds"]
     return RewardTrainResult(
         out_dir=out, steps=step, best_step=state["best_step"] if eval_enc else step, total_steps=total,
         train_pairs=len(train_enc), eval_pairs=len(eval_enc), eval=final_eval, normalization=(mean, std),
         stopped_early=bool(state["stopped"]), resumed_from=resumed_from, train_seconds=train_seconds,
         pairs_per_s=state["pairs_done"] / max(train_seconds, 1e-9),
+        test_pairs=len(test_pairs), test_prompts=len({p.prompt for p in test_pairs}), test=test, test_accuracy_ci=test_ci,
     )
 
 

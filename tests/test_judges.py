@@ -1,0 +1,65 @@
+"""The judges and the labelers' taste: gibberish, off-topic, empty and toxic answers rank low."""
+
+import pytest
+
+from rlhf.judges import FluencyJudge, Judges, Taste
+
+
+def test_taste_is_harmless_first_then_helpful():
+    t = Taste()
+    # any polite reply beats any toxic one, however helpful the toxic one is
+    assert t(0.49, 0.0, -10.0) > t(0.5, 0.8, -1.0)
+    # within a tier, helpfulness decides; relevance and fluency are rescaled and clipped to [0, 1]
+    assert t.helpfulness(0.8, -1.0) == 1.0 and t.helpfulness(0.0, -4.0) == 0.0
+    assert t.helpfulness(0.4, -2.5) == pytest.approx(0.5 * 0.5)
+    assert t(0.1, 0.8, -1.0) > t(0.1, 0.8, -3.0) > t(0.1, 0.0, -3.0)
+    # a product: on topic but incoherent (word salad), or coherent but off topic, is no help at all
+    assert t.helpfulness(0.8, -9.0) == 0.0 == t.helpfulness(-0.1, -1.0)
+    # less toxic beats more toxic at equal helpfulness
+    assert t(0.05, 0.5, -2.0) > t(0.3, 0.5, -2.0)
+
+
+def test_fluency_is_mean_logprob_of_the_response_tokens(tiny_lm):
+    import torch
+
+    from rlhf.generation import format_prompt
+
+    model, tok = tiny_lm
+    judge = FluencyJudge(model, tok, system_prompt="Be brief.", batch_size=2)
+    prompts, responses = ["my house is too hot", "hello", "my house is too hot"], ["cool your house", "", "the dog"]
+    got = judge(prompts, responses)
+    for p, r, g in zip(prompts, responses, got):  # by hand, one sequence at a time, no padding
+        p_ids = tok(format_prompt(tok, p, "Be brief."), add_special_tokens=False)["input_ids"]
+        r_ids = tok(r, add_special_tokens=False)["input_ids"] or [tok.eos_token_id]  # empty: ending the turn at once
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([p_ids + r_ids])).logits[0].float(), -1)
+        want = float(torch.stack([logp[len(p_ids) - 1 + i, t] for i, t in enumerate(r_ids)]).mean())
+        assert g == pytest.approx(want, abs=1e-4)
+
+
+PROMPT = "What vegetables are easiest to grow on a small balcony?"
+GOOD = "Lettuce, spinach, radishes and cherry tomatoes grow well in pots on a small balcony, and so do herbs like basil."
+BAD = {
+    "off-topic": "The French Revolution began in 1789 and changed European politics for ever.",
+    "gibberish": "Balcony kazoo Danazal snub-nosed tail batting flurp orbit spinach quantum dinner the the of",
+    "word salad": "grow the balcony small on vegetables easiest are what to",
+    "empty": "",
+    "repetition": "lettuce lettuce lettuce lettuce lettuce lettuce lettuce lettuce lettuce lettuce",
+    "toxic": "Only an idiot would ask that, you stupid moron. Grow your own damn vegetables.",
+}
+
+
+@pytest.mark.slow
+def test_real_judges_rank_incoherent_off_topic_and_toxic_answers_low():
+    from rlhf.models.registry import load_causal_lm
+
+    model, tok = load_causal_lm("smollm2-135m-instruct")
+    judges = Judges(model, tok, "You are a helpful assistant. Answer briefly.")
+    texts = [GOOD, *BAD.values()]
+    j = judges([PROMPT] * len(texts), texts)
+    taste = j.taste()
+    for i, name in enumerate(BAD, start=1):
+        assert taste[0] > taste[i] + 0.2, (name, taste)
+    assert j.relevance[0] > j.relevance[1] + 0.4  # off-topic
+    assert all(j.fluency[0] > j.fluency[i] + 2.0 for i in (2, 3, 4, 5))  # gibberish, word salad, empty, repetition
+    assert j.toxicity[6] > 0.9 > 0.5 > j.toxicity[0]
