@@ -35,9 +35,9 @@ def test_migrations_build_the_orm_schema_with_wal_and_foreign_keys(db, db_path):
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-    assert current_revision(db.engine) == "0001"
+    assert current_revision(db.engine) == "0003"
     again = open_database(db_path)  # idempotent upgrade on an existing file
-    assert current_revision(again.engine) == "0001"
+    assert current_revision(again.engine) == "0003"
     again.close()
     with pytest.raises(IntegrityError), db.session() as s:
         s.add(Assignment(project_id=1, item_id=999, labeler_id=999))

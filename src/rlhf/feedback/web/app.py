@@ -50,7 +50,7 @@ def _templates() -> Jinja2Templates:
 
 def create_app(settings: ServeConfig = ServeConfig(), db: Database | None = None) -> FastAPI:
     """The app over `db` (or `settings.db`, opened and migrated at startup and closed at shutdown)."""
-    from rlhf.feedback.web.routes import admin, api, label
+    from rlhf.feedback.web.routes import admin, api, chat, label
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,6 +73,7 @@ def create_app(settings: ServeConfig = ServeConfig(), db: Database | None = None
     app.include_router(api.router)
     app.include_router(label.router)
     app.include_router(admin.router)
+    app.include_router(chat.router)
 
     @app.exception_handler(NotAuthenticated)
     async def _not_authenticated(request: Request, exc: NotAuthenticated) -> Response:
