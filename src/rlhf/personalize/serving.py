@@ -71,6 +71,8 @@ class Reply:
     """Generated tokens per candidate."""
     finished: list[bool]
     """Whether each candidate ended with EOS (not cut at max_new_tokens)."""
+    ids: list[list[int]] = field(default_factory=list)
+    """The generated token ids per candidate (EOS included when there is one)."""
     queue_s: float = 0.0
     load_s: float = 0.0
     """Time spent loading adapters for the batch this request ran in."""
@@ -284,14 +286,15 @@ class ChatService:
         for i, j in enumerate(jobs):
             rows = [r for r, o in enumerate(owners) if o == i]
             limit = j.request.max_new_tokens
-            texts, tokens, finished = [], [], []
+            texts, tokens, finished, ids = [], [], [], []
             for r in rows:
                 n = min(lengths[r], limit)
                 toks = out.responses[r, :n].tolist()
                 texts.append(self.tokenizer.decode(toks, skip_special_tokens=True).strip())
                 tokens.append(n)
                 finished.append(bool(out.finished[r]) and lengths[r] <= limit)
-            j.future.set_result(Reply(texts, tokens, finished, t_start - j.submitted, load_s, gen_s, len(prompts)))
+                ids.append(toks)
+            j.future.set_result(Reply(texts, tokens, finished, ids, t_start - j.submitted, load_s, gen_s, len(prompts)))
 
     def _with_system(self, messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:  # noqa: D102
         msgs = list(messages)
