@@ -38,8 +38,8 @@ from _personal_eval import TASTES, adapter_mb, choose, est, fluency_and_kl, fmt,
 from rlhf.data import read_prompts, resolve_prompts, write_json
 from rlhf.feedback import ServeConfig, add_labelers, open_database, store
 from rlhf.personalize.config import ChatConfig, PersonalizeConfig, PersonalRewardConfig
-from rlhf.personalize.data import collect_feedback, user_key
-from rlhf.personalize.reward import PersonalReward
+from rlhf.personalize.data import UserFeedback, collect_feedback, user_key
+from rlhf.personalize.reward import PersonalReward, train_shared
 from rlhf.personalize.serving import AdapterRef, ChatService, ReplyRequest, serve_in_background
 from rlhf.personalize.train import run_personalize
 from rlhf.reward.config import RewardTrainConfig
@@ -147,12 +147,14 @@ class Bench:
 
     # ------------------------------------------------------------------ rlhf personalize
 
+    def reward_cfg(self) -> PersonalRewardConfig:
+        return PersonalRewardConfig(trunk=self.a.trunk, eval_fraction=EVAL_FRACTION, seed=self.a.seed)
+
     def personalize(self, rnd: int) -> dict:
         ppo = PersonalizeConfig().ppo
         cfg = PersonalizeConfig(
             db=str(self.out / "feedback.db"), out_dir=str(self.pdir), model=self.a.model, min_pairs=8,
-            threads=self.a.threads,
-            reward=PersonalRewardConfig(trunk=self.a.trunk, eval_fraction=EVAL_FRACTION, seed=self.a.seed),
+            threads=self.a.threads, reward=self.reward_cfg(),
             ppo=dataclasses.replace(ppo, max_steps=self.a.steps, sampling=dataclasses.replace(
                 ppo.sampling, max_new_tokens=self.a.max_new_tokens, temperature=self.a.temperature)),
         )
@@ -177,10 +179,12 @@ class Bench:
             users = collect_feedback(store.chat_feedback(s), EVAL_FRACTION, self.a.seed)
         pooled = [p for u in users.values() for p in u.pairs]
         rm_dir = self.out / f"shared_rm_round{rnd}"
-        train_reward_model(RewardTrainConfig(model=self.a.trunk, out_dir=str(rm_dir), eval_fraction=0.0, epochs=4,
+        train_reward_model(RewardTrainConfig(model=self.a.rm_trunk, out_dir=str(rm_dir), eval_fraction=0.0, epochs=4,
                                              threads=self.a.threads, tensorboard=False, resume=False), pairs=pooled)
         shared_rm = RewardModelReward(rm_dir)
-        out, all_p, all_s, all_0 = {}, [], [], []
+        # the same frozen trunk and basis size, trained on everyone's pairs as one user: personalisation taken away
+        pooled_same = train_shared({0: UserFeedback(0, "everyone", pairs=pooled)}, self.reward_cfg(), 0)
+        out, all_p, all_s, all_0, all_q = {}, [], [], [], []
         for u in users.values():
             held = u.heldout_pairs
             if not held:
@@ -190,13 +194,17 @@ class Bench:
             own = (mine(prompts, chosen) > mine(prompts, rejected)).float().tolist()
             pooled_rm = (shared_rm(prompts, chosen) > shared_rm(prompts, rejected)).float().tolist()
             w0 = (mine.model.score(prompts, chosen) > mine.model.score(prompts, rejected)).float().tolist()
+            same = (pooled_same.score(prompts, chosen) > pooled_same.score(prompts, rejected)).float().tolist()
             out[u.name] = {"train_pairs": len(u.pairs), "personal": est(own), "shared_rm": est(pooled_rm),
-                           "shared_w0": est(w0), "personal_minus_shared_rm": est(np.subtract(own, pooled_rm).tolist())}
+                           "shared_w0": est(w0), "pooled_same_trunk": est(same),
+                           "personal_minus_pooled": est(np.subtract(own, same).tolist())}
             all_p += own
             all_s += pooled_rm
             all_0 += w0
+            all_q += same
         out["all users"] = {"train_pairs": len(pooled), "personal": est(all_p), "shared_rm": est(all_s),
-                            "shared_w0": est(all_0), "personal_minus_shared_rm": est(np.subtract(all_p, all_s).tolist())}
+                            "shared_w0": est(all_0), "pooled_same_trunk": est(all_q),
+                            "personal_minus_pooled": est(np.subtract(all_p, all_q).tolist())}
         return out
 
     def eval_policy(self, rnd: int) -> dict:
@@ -287,7 +295,7 @@ def report(b: Bench, res: dict) -> None:
     a = b.a
     print(f"\nmachine: {machine(f'torch {torch.__version__}', f'{a.threads} threads')} (shared with other jobs: "
           "timings are provisional)")
-    print(f"model {a.model}, reward trunk {a.trunk}; {len(TASTES)} users x {a.turns} A/B choices x {a.rounds} rounds; "
+    print(f"model {a.model}, personal reward trunk {a.trunk} (frozen), standard RM trunk {a.rm_trunk}; {len(TASTES)} users x {a.turns} A/B choices x {a.rounds} rounds; "
           f"replies <= {a.max_new_tokens} tokens at T={a.temperature}; PPO {a.steps} steps/user/round")
     for name, t in TASTES.items():
         print(f"  {name:9s} {t.statement}; noise: Bradley-Terry, scale {t.scale:g}")
@@ -306,14 +314,14 @@ def report(b: Bench, res: dict) -> None:
                   + (f"PPO reward {p['reward_first']:.2f} -> {p['reward_last']:.2f}, KL {p['kl_last']:.2f}, "
                      f"len {p['length_last']:.0f}" if p else u["reason"]))
         print(f"  reward accuracy on held-out choices (95% bootstrap CI):")
-        print(f"  {'user':10s} {'train':>5s} {'held':>4s}  {'personal':>16s}  {'shared RM (pooled)':>18s}  "
-              f"{'shared w0':>16s}  {'personal - shared RM':>22s}")
+        print(f"  {'user':10s} {'train':>5s} {'held':>4s}  {'personal':>16s}  {'pooled, same trunk':>18s}  "
+              f"{'personal - pooled':>20s}  {'shared w0':>16s}  {'rlhf train-reward':>18s}")
         for name, r in rew.items():
             if name == "wall_min":
                 continue
             print(f"  {name:10s} {r['train_pairs']:5d} {r['personal']['n']:4d}  {fmt(r['personal'], True):>16s}  "
-                  f"{fmt(r['shared_rm'], True):>18s}  {fmt(r['shared_w0'], True):>16s}  "
-                  f"{fmt(r['personal_minus_shared_rm'], True):>22s}")
+                  f"{fmt(r['pooled_same_trunk'], True):>18s}  {fmt(r['personal_minus_pooled'], True):>20s}  "
+                  f"{fmt(r['shared_w0'], True):>16s}  {fmt(r['shared_rm'], True):>18s}")
         print(f"  policy on {pol['prompts']} held-out prompts: own adapter vs the shared policy (base), own gold:")
         print(f"  {'user':10s} {'gold adapter':>16s} {'gold shared':>16s} {'paired diff':>18s} {'win rate':>16s} "
               f"{'KL to shared':>16s} {'fluency':>18s}")
@@ -344,7 +352,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench_personalize")
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--trunk", default="all-minilm-l6-v2")
+    ap.add_argument("--trunk", default="smollm2-135m-instruct", help="personal reward trunk (frozen)")
+    ap.add_argument("--rm-trunk", default="all-minilm-l6-v2", help="trunk of the standard pooled reward model")
     ap.add_argument("--turns", type=int, default=36, help="A/B choices per user per round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=12, help="PPO steps per user per round")

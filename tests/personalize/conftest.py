@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import ADMIN, save_tiny_bert  # noqa: E402
+from personal_helpers import ADMIN, save_tiny_bert  # noqa: E402
 
 from rlhf.feedback import ServeConfig, add_labelers, open_database  # noqa: E402
 

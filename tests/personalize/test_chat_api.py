@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import ADMIN, make_adapter
+from personal_helpers import ADMIN, make_adapter
 
 from rlhf.feedback import store
 from rlhf.feedback.tables import ChatTurn, Item, Judgement
@@ -61,6 +61,7 @@ def test_chat_choices_are_judgements_in_the_store(client, tokens, db):
                                                           ("assistant", turn["candidates"][1]["text"]))
     conv = client.get(f"/api/chat/conversations/{turn['conversation_id']}", headers=ann).json()
     assert [t["feedback"] for t in conv["turn_list"]] == [{"choice": "B"}, {"thumbs": "down"}]
+    assert client.get("/api/projects", headers=ann).json() == []  # chat projects are not labeling work
     assert client.get("/api/chat/me", headers=ann).json() | {"id": 0} == {
         "id": 0, "name": "ann", "policy": "base", "adapter_version": None, "max_new_tokens": 12, "choices": 2}
 

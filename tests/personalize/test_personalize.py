@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from helpers import WORDS, make_adapter
+from personal_helpers import WORDS, make_adapter
 
 from rlhf.config import load_config
 from rlhf.feedback import store

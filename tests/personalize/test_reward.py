@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import taste_pairs
+from personal_helpers import taste_pairs
 
 from rlhf.personalize.config import PersonalRewardConfig
 from rlhf.personalize.data import Thumb, UserFeedback
@@ -20,14 +20,14 @@ def user(uid: int, name: str, likes: str, n: int, held: int, seed: int) -> UserF
     return UserFeedback(uid, name, pairs=pairs[:n], heldout_pairs=pairs[n:], last_judgement_id=seed * 1000 + n)
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_bert_dir):
+@pytest.fixture(scope="module", params=[False, True], ids=["frozen-trunk", "trained-trunk"])
+def trained(request, tiny_bert_dir):
     """Two users per taste: 'great' lovers (1, 2) and 'awful' lovers (3, 4), 24 pairs each."""
     torch.set_num_threads(1)
     users = {1: user(1, "ann", "great", 24, 20, 1), 2: user(2, "amy", "great", 24, 20, 2),
              3: user(3, "bob", "awful", 24, 20, 3), 4: user(4, "ben", "awful", 24, 20, 4)}
-    cfg = PersonalRewardConfig(trunk=str(tiny_bert_dir), rank=2, epochs=6, batch_size=8, lr=1e-3, head_lr=2e-2,
-                               max_length=32)
+    cfg = PersonalRewardConfig(trunk=str(tiny_bert_dir), rank=2, train_trunk=request.param, epochs=6, batch_size=8,
+                               lr=1e-3, head_lr=2e-2, max_length=32)
     return train_shared(users, cfg, version=1), users
 
 

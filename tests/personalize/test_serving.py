@@ -6,7 +6,7 @@ import dataclasses
 from concurrent.futures import Future
 
 import pytest
-from helpers import make_adapter
+from personal_helpers import make_adapter
 
 from rlhf.generation import SamplingConfig, decode_responses, encode_texts, eos_ids, format_messages, sample
 from rlhf.models.registry import load_causal_lm

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import torch
-from helpers import ADMIN, make_adapter
+from personal_helpers import ADMIN, make_adapter
 from sqlalchemy import func, select
 from test_chat_api import bearer, new_turn
 

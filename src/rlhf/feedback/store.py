@@ -56,7 +56,9 @@ def get_project(s: Session, ref: int | str) -> Project:
 
 
 def list_projects(s: Session) -> list[Project]:
-    return list(s.scalars(select(Project).order_by(Project.id)))
+    """Labeling projects (the chat projects, which hold users' own chat turns, are left out)."""
+    chat = select(ChatProject.project_id)
+    return list(s.scalars(select(Project).where(Project.id.not_in(chat)).order_by(Project.id)))
 
 
 def add_items(s: Session, project: Project, generations: Iterable[Generation]) -> tuple[int, int]:

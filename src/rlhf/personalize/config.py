@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional
 
 from rlhf.feedback.config import DEFAULT_DB
 from rlhf.generation import SamplingConfig
 from rlhf.models.lora import LoraSettings
-from rlhf.models.registry import DEFAULT_POLICY, DEFAULT_REWARD_TRUNK
+from rlhf.models.registry import DEFAULT_POLICY
 from rlhf.ppo.config import PPOConfig
 
 DEFAULT_PERSONAL_DIR = "runs/personal"
@@ -51,22 +51,30 @@ class ChatConfig:
 
 @dataclass(frozen=True)
 class PersonalRewardConfig:
-    trunk: str = DEFAULT_REWARD_TRUNK
-    """Shared trunk (alias, folder or hub id; an encoder, or a decoder read at its last token)."""
+    trunk: str = DEFAULT_POLICY
+    """Shared trunk (alias, folder or hub id). The default reads the policy's own base model, which sees length and
+    layout (line breaks, lists) that an uncased sentence encoder such as MiniLM normalises away."""
+    pooling: Literal["auto", "last", "mean"] = "mean"
+    """Trunk states pooled into one vector: mean over the tokens, the last token, or auto (last for decoders)."""
     rank: int = 4
     """K: basis rewards on the trunk (LoRe, arXiv 2504.14439); a user's reward is a weighted sum of them."""
-    train_trunk: bool = True
-    """Fine-tune the trunk with the basis (false: only the basis and weights learn, on frozen features)."""
+    train_trunk: bool = False
+    """Fine-tune the trunk too (mini-batches, `epochs`, `lr`); false = frozen trunk as in LoRe: pooled states are
+    computed once and the basis and weights train full-batch (`head_steps`)."""
     max_length: int = 256
     """Tokens per (conversation, reply); the conversation is cut first, oldest tokens first."""
+    head_steps: int = 300
+    """Full-batch optimizer steps of the basis and weights on a frozen trunk."""
     epochs: float = 4.0
-    """Passes over everyone's pairs when the shared part is (re)trained."""
+    """Passes over everyone's pairs when the trunk is trained."""
     batch_size: int = 16
-    """Pairs per optimizer step."""
+    """Pairs per optimizer step when the trunk is trained."""
     lr: float = 5e-5
-    """Learning rate of the trunk."""
-    head_lr: float = 2e-3
+    """Learning rate of the trunk (train_trunk only)."""
+    head_lr: float = 1e-2
     """Learning rate of the basis and the weight vectors."""
+    weight_decay: float = 0.01
+    """AdamW weight decay of the basis and weights."""
     user_prior: float = 1.0
     """Strength of the Gaussian prior that pulls a user's weights toward the shared weights (per pair, summed)."""
     refresh: float = 0.25
@@ -83,8 +91,8 @@ class PersonalRewardConfig:
             raise ValueError("rank must be >= 1")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError("eval_fraction must be in [0, 1)")
-        if self.user_prior < 0 or self.refresh < 0 or self.epochs <= 0:
-            raise ValueError("user_prior and refresh must be >= 0, epochs > 0")
+        if self.user_prior < 0 or self.refresh < 0 or self.epochs <= 0 or self.head_steps < 1:
+            raise ValueError("user_prior and refresh must be >= 0, epochs > 0, head_steps >= 1")
 
 
 def _user_ppo() -> PPOConfig:

@@ -66,6 +66,9 @@ class PersonalRewardModel(nn.Module):
         hidden = rm.model.config.get_text_config().hidden_size
         self.basis = nn.Linear(hidden, rank)
         self.shared = nn.Parameter(torch.zeros(rank))  # w_0
+        # Trunk features are standardised first: decoder hidden states have a few huge dimensions.
+        self.register_buffer("feat_mean", torch.zeros(hidden))
+        self.register_buffer("feat_std", torch.ones(hidden))
         self.version, self.meta = version, dict(meta or {})
         self.normalization: tuple[float, float] = (0.0, 1.0)
 
@@ -75,24 +78,29 @@ class PersonalRewardModel(nn.Module):
 
     def features(self, batch: TokenBatch) -> torch.Tensor:
         """(N, T) tokens -> (N, K) basis rewards."""
+        return self.basis((self.pooled(batch) - self.feat_mean) / self.feat_std)
+
+    def pooled(self, batch: TokenBatch) -> torch.Tensor:
+        """(N, T) tokens -> (N, H) pooled trunk states."""
         mask = batch.attention_mask
         kw = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0), "use_cache": False} if self.rm.spec.decoder else {}
         if batch.token_type_ids is not None:
             kw["token_type_ids"] = batch.token_type_ids
         trunk = getattr(self.rm.model, self.rm.model.base_model_prefix)
         hidden = trunk(input_ids=batch.input_ids, attention_mask=mask, **kw).last_hidden_state  # (N, T, H)
-        pooled = last_token_pool(hidden, mask) if self.rm.spec.pooling == "last" else mean_pool(hidden, mask)  # (N, H)
-        return self.basis(pooled)  # (N, K)
+        return last_token_pool(hidden, mask) if self.rm.spec.pooling == "last" else mean_pool(hidden, mask)  # (N, H)
 
     @torch.inference_mode()
-    def feature_table(self, prompts: Sequence[str], texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
-        """(N, K) basis rewards of (prompt, text) rows, batched by length."""
+    def feature_table(self, prompts: Sequence[str], texts: Sequence[str], batch_size: int = 16,
+                      pooled: bool = False) -> torch.Tensor:
+        """(N, K) basis rewards (or (N, H) pooled trunk states) of (prompt, text) rows, batched by length."""
         was = self.training
         self.eval()
         enc = self.rm.encoder.encode(prompts, texts)
-        out = torch.empty(len(enc), self.rank)
+        out = torch.empty(len(enc), self.basis.in_features if pooled else self.rank)
         for idx in length_grouped_batches([len(e.ids) for e in enc], batch_size, seed=None):
-            out[idx] = self.features(self.rm.batch([enc[i] for i in idx])).float()
+            batch = self.rm.batch([enc[i] for i in idx])
+            out[idx] = (self.pooled(batch) if pooled else self.features(batch)).float()
         self.train(was)
         return out
 
@@ -107,7 +115,8 @@ class PersonalRewardModel(nn.Module):
     def save(self, folder: Path) -> Path:
         self.rm.save_pretrained(folder)
         save_file({"basis.weight": self.basis.weight.detach().contiguous(), "basis.bias": self.basis.bias.detach(),
-                   "shared": self.shared.detach()}, str(folder / WEIGHTS))
+                   "shared": self.shared.detach(), "feat_mean": self.feat_mean, "feat_std": self.feat_std},
+                  str(folder / WEIGHTS))
         write_json(folder / SPEC, self.meta | {"rank": self.rank, "version": self.version,
                                                "normalization": list(self.normalization)})
         return folder
@@ -119,11 +128,14 @@ class PersonalRewardModel(nn.Module):
             raise FileNotFoundError(f"{folder}: not a personal reward folder (no {SPEC}; run `rlhf personalize`)")
         meta = json.loads((folder / SPEC).read_text(encoding="utf-8"))
         model = cls(RewardModel.from_pretrained(folder), int(meta["rank"]), int(meta["version"]), meta)
+        model.rm.model.requires_grad_(False)
         state = load_file(str(folder / WEIGHTS))
         with torch.no_grad():
             model.basis.weight.copy_(state["basis.weight"])
             model.basis.bias.copy_(state["basis.bias"])
             model.shared.copy_(state["shared"])
+            model.feat_mean.copy_(state["feat_mean"])
+            model.feat_std.copy_(state["feat_std"])
         model.normalization = tuple(meta.get("normalization", (0.0, 1.0)))  # type: ignore[assignment]
         return model.eval()
 
@@ -238,28 +250,63 @@ def train_shared(
     users: dict[int, UserFeedback], cfg: PersonalRewardConfig, version: int,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> PersonalRewardModel:
-    """Train trunk (optionally), basis, shared weights and every user's weights jointly on everyone's pairs."""
+    """Train the basis, the shared weights and every user's weights jointly on everyone's pairs (and the trunk,
+    with `train_trunk`). On a frozen trunk the pooled states are computed once and the heads train full-batch."""
     torch.manual_seed(cfg.seed)
-    rm = RewardModel.from_pretrained(cfg.trunk, max_length=cfg.max_length)
+    rm = RewardModel.from_pretrained(cfg.trunk, pooling=cfg.pooling, max_length=cfg.max_length)
     for m in rm.model.modules():  # dropout adds noise to the pairwise difference (as in rlhf train-reward)
         if isinstance(m, nn.Dropout):
             m.p = 0.0
+    rm.model.requires_grad_(cfg.train_trunk)
     model = PersonalRewardModel(rm, cfg.rank, version, {"trunk": cfg.trunk})
     ids = sorted(u for u in users if users[u].pairs)
     pairs = [(i, p) for i, uid in enumerate(ids) for p in users[uid].pairs]
     if not pairs:
         raise ValueError("no preference pairs to train the shared reward on")
-    enc = rm.encoder.encode_pairs([p.prompt for _, p in pairs], [p.chosen for _, p in pairs],
-                                  [p.rejected for _, p in pairs], [1.0] * len(pairs), [0.0] * len(pairs))
-    user_idx = torch.tensor([i for i, _ in pairs])
+    prompts = [p.prompt for _, p in pairs]
+    h = model.feature_table(prompts * 2, [p.chosen for _, p in pairs] + [p.rejected for _, p in pairs], pooled=True)
+    model.feat_mean.copy_(h.mean(0))
+    model.feat_std.copy_(h.std(0).clamp(min=1e-4))
+    user_idx = torch.tensor([i for i, _ in pairs])  # (P,)
     W = nn.Parameter(0.01 * torch.randn(len(ids), cfg.rank))  # (U, K) users' weights during joint training
-    rm.model.requires_grad_(cfg.train_trunk)
     head = [model.basis.weight, model.basis.bias, model.shared, W]
-    groups = [{"params": head, "lr": cfg.head_lr, "weight_decay": 0.0}]
+    groups = [{"params": head, "lr": cfg.head_lr, "weight_decay": cfg.weight_decay}]
     if cfg.train_trunk:
         groups.append({"params": [p for p in rm.model.parameters() if p.requires_grad], "lr": cfg.lr,
                        "weight_decay": 0.01})
     opt = torch.optim.AdamW(groups)
+
+    def loss_fn(d: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:  # d: (B, K) f(chosen) - f(rejected)
+        user_loss = -F.logsigmoid((d * W[user_idx[idx]]).sum(-1)).mean()
+        shared_loss = -F.logsigmoid(d @ model.shared).mean()  # w_0: one reward for everyone, the fallback
+        prior = cfg.user_prior * ((W - model.shared) ** 2).sum() / len(pairs)  # the per-pair share of the MAP prior
+        return user_loss + shared_loss + prior
+
+    if cfg.train_trunk:
+        _train_with_trunk(model, pairs, cfg, opt, loss_fn, on_step)
+    else:
+        x = (h - model.feat_mean) / model.feat_std  # (2P, H)
+        diff = x[: len(pairs)] - x[len(pairs) :]  # (P, H): the basis bias cancels in a difference
+        everything = torch.arange(len(pairs))
+        for step in range(cfg.head_steps):
+            loss = loss_fn(diff @ model.basis.weight.T, everything)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if on_step:
+                on_step(step + 1, cfg.head_steps, float(loss.detach()))
+    model.eval().requires_grad_(False)
+    s = model.feature_table(prompts * 2, [p.chosen for _, p in pairs] + [p.rejected for _, p in pairs]) @ model.shared
+    model.normalization = (float(s.mean()), max(float(s.std()), 1e-6))
+    model.meta |= {"pairs": len(pairs), "users": ids}
+    return model
+
+
+def _train_with_trunk(model, pairs, cfg, opt, loss_fn, on_step) -> None:  # noqa: ANN001
+    """Mini-batches of pairs through the trunk, which learns too (at `cfg.lr`)."""
+    rm = model.rm
+    enc = rm.encoder.encode_pairs([p.prompt for _, p in pairs], [p.chosen for _, p in pairs],
+                                  [p.rejected for _, p in pairs], [1.0] * len(pairs), [0.0] * len(pairs))
     per_epoch = math.ceil(len(enc) / cfg.batch_size)
     total = max(1, math.ceil(cfg.epochs * per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, max(1, round(0.1 * total))))
@@ -271,26 +318,15 @@ def train_shared(
                 break
             batch = collate_pairs([enc[i] for i in idx], rm.pad_id, rm.padding_side)
             f = model.features(batch.tokens)  # (2B, K): chosen rows, then rejected rows
-            d = f[: len(idx)] - f[len(idx) :]  # (B, K)
-            user_loss = -F.logsigmoid((d * W[user_idx[idx]]).sum(-1)).mean()
-            shared_loss = -F.logsigmoid(d @ model.shared).mean()  # w_0: one reward for everyone, the fallback
-            prior = cfg.user_prior * ((W - model.shared) ** 2).sum() / len(enc)  # the per-pair share of the MAP prior
-            loss = user_loss + shared_loss + prior
+            loss = loss_fn(f[: len(idx)] - f[len(idx) :], torch.tensor(idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
             opt.step()
             sched.step()
             step += 1
             if on_step:
                 on_step(step, total, float(loss.detach()))
-    model.eval().requires_grad_(False)
-    everyone = [p for uid in ids for p in users[uid].pairs]
-    r = model.feature_table([p.prompt for p in everyone] * 2, [p.chosen for p in everyone] + [p.rejected for p in everyone])
-    s = r @ model.shared
-    model.normalization = (float(s.mean()), max(float(s.std()), 1e-6))
-    model.meta |= {"pairs": len(everyone), "users": ids, "steps": total}
-    return model
 
 
 # ------------------------------------------------------------------------------------ as a RewardFunction
