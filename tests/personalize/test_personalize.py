@@ -135,3 +135,21 @@ def test_few_pairs_get_a_reward_part_only_and_deleted_users_leave_nothing(cfg, d
         run_personalize(cfg)
     assert run_personalize(cfg).shared_reason == "a user's feedback was removed"
     assert not pdir.adapters(1).exists() and not pdir.reward_part(1)[0].exists()  # swept as orphans
+
+
+def test_cli_runs_once_and_a_second_run_at_the_same_time_exits(cfg, db, tokens, tmp_path):
+    from typer.testing import CliRunner
+
+    from rlhf.cli import app
+    from rlhf.config import save_config
+
+    chat_feedback(db, "ann", "great", 10, seed=1)
+    save_config(cfg, tmp_path / "personalize.yaml")
+    args = ["personalize", "-c", str(tmp_path / "personalize.yaml"), "--steps", "1"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert "shared reward v1: retrained" in done.output and "trained" in done.output
+    assert live(db) == {1: (1, 10)}
+    with PersonalDir.at(cfg.out_dir).lock():
+        busy = CliRunner().invoke(app, args)
+    assert busy.exit_code == 3 and "another" in busy.output

@@ -84,3 +84,16 @@ def test_policy_falls_back_when_the_adapter_does_not_fit(chat, users):
     assert chat.policy_for(missing) == ("base", None)
     with pytest.raises(ValueError, match="max_new_tokens"):
         chat.submit(ReplyRequest(MESSAGES, 1, 13, None))  # over the server's cap of 12
+
+
+def test_a_broken_adapter_falls_back_without_failing_the_batch(chat, chat_cfg, tiny_lm_dir, users):
+    from pathlib import Path
+
+    pdir = Path(chat_cfg.personal_dir)
+    (pdir / users["u2"].path / "adapter_model.safetensors").write_bytes(b"not weights")
+    jobs = [_Job(ReplyRequest(MESSAGES, 1, 12, users[k]), Future()) for k in ("u1", "u2")]
+    chat._run(jobs)
+    ok, broken = (j.future.result() for j in jobs)
+    assert ok.texts == expected(tiny_lm_dir, pdir, users["u1"]) and not ok.fallback
+    assert broken.fallback and broken.texts == expected(tiny_lm_dir, pdir, None)
+    assert chat.loaded_adapters() == ["u1_v1"]

@@ -579,6 +579,14 @@ def chat_feedback(s: Session, labeler_ids: Iterable[int] | None = None) -> list[
     return out
 
 
+def chat_choice_count(s: Session, labeler_id: int) -> int:
+    """The user's stored chat choices (A/B and thumbs; flags left out)."""
+    return s.scalar(
+        select(func.count()).select_from(ChatTurn).join(Judgement, Judgement.assignment_id == ChatTurn.assignment_id)
+        .where(ChatTurn.labeler_id == labeler_id, Judgement.kind != "flag")
+    ) or 0
+
+
 def personal_adapter(s: Session, labeler_id: int) -> PersonalAdapter | None:
     return s.get(PersonalAdapter, labeler_id)
 

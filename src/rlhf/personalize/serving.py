@@ -78,6 +78,8 @@ class Reply:
     """Time spent loading adapters for the batch this request ran in."""
     generate_s: float = 0.0
     batch_rows: int = 0
+    fallback: bool = False
+    """The requested adapter failed to load; the shared policy (or the base) answered instead."""
 
 
 @dataclass
@@ -214,24 +216,35 @@ class ChatService:
         self.model, self.tokenizer = model.eval(), tok
         self.eos = eos_ids(tok, model)
 
-    def _ensure_loaded(self, refs: Sequence[AdapterRef]) -> float:
-        """Load missing adapters (named `<key>_v<version>`), then evict the least recently used over the limit."""
+    def _ensure_loaded(self, refs: Sequence[AdapterRef]) -> tuple[float, set[str]]:
+        """Load missing adapters (named `<key>_v<version>`), then evict the least recently used over the limit.
+
+        Returns the time it took and the names that failed to load (their rows fall back to the shared policy).
+        """
+        from rlhf.models.lora import _quiet_peft
+
         t0 = time.perf_counter()
         needed = {r.name: r for r in refs}
+        failed: set[str] = set()
         for name, ref in needed.items():
             if name in self.loaded:
                 self.loaded.move_to_end(name)
                 continue
             path = str(self.personal_dir / ref.path)
-            from rlhf.models.lora import _quiet_peft
+            try:
+                with _quiet_peft():
+                    if self.peft is None:
+                        from peft import PeftModel
 
-            with _quiet_peft():
-                if self.peft is None:
-                    from peft import PeftModel
-
-                    self.peft = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
-                else:
-                    self.peft.load_adapter(path, adapter_name=name)
+                        self.peft = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
+                    else:
+                        self.peft.load_adapter(path, adapter_name=name)
+            except Exception:  # noqa: BLE001 - one user's broken adapter must not fail the other rows
+                log.exception("chat: cannot load adapter %s from %s; serving the shared policy instead", name, path)
+                failed.add(name)
+                if self.peft is not None and name in self.peft.peft_config:
+                    self.peft.delete_adapter(name)
+                continue
             with self._lock:
                 self.loaded[name] = ref
             for old in [n for n, r in self.loaded.items() if r.key == ref.key and n != name]:
@@ -241,7 +254,7 @@ class ChatService:
             if victim is None:
                 break  # this batch itself needs more adapters than the limit; they go after it
             self._delete(victim)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, failed
 
     def _delete(self, name: str) -> None:
         with self._lock:
@@ -266,11 +279,12 @@ class ChatService:
             self._load_model()
         t_start = time.perf_counter()
         refs = [j.request.adapter for j in jobs if j.request.adapter is not None]
-        load_s = self._ensure_loaded(refs) if refs else 0.0
+        load_s, failed = self._ensure_loaded(refs) if refs else (0.0, set())
         prompts, names, owners = [], [], []
         for i, j in enumerate(jobs):
             text = format_messages(self.tokenizer, self._with_system(j.request.messages))
             name = j.request.adapter.name if j.request.adapter is not None else BASE
+            name = BASE if name in failed else name
             prompts += [text] * j.request.n
             names += [name] * j.request.n
             owners += [i] * j.request.n
@@ -294,7 +308,9 @@ class ChatService:
                 tokens.append(n)
                 finished.append(bool(out.finished[r]) and lengths[r] <= limit)
                 ids.append(toks)
-            j.future.set_result(Reply(texts, tokens, finished, ids, t_start - j.submitted, load_s, gen_s, len(prompts)))
+            fallback = j.request.adapter is not None and j.request.adapter.name in failed
+            j.future.set_result(Reply(texts, tokens, finished, ids, t_start - j.submitted, load_s, gen_s, len(prompts),
+                                      fallback))
 
     def _with_system(self, messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:  # noqa: D102
         msgs = list(messages)

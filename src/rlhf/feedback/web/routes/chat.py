@@ -96,7 +96,7 @@ def _adapter_ref(s, labeler_id: int) -> AdapterRef | None:  # noqa: ANN001
 def me(labeler: CurrentLabeler, s: SessionDep, chat: ChatDep) -> MeOut:
     """Who answers you (your adapter, the shared policy or the base) and how many choices you have made."""
     policy, ref = chat.policy_for(_adapter_ref(s, labeler.id))
-    n = sum(1 for _ in store.chat_feedback(s, [labeler.id]))
+    n = store.chat_choice_count(s, labeler.id)
     return MeOut(id=labeler.id, name=labeler.name, policy=policy, adapter_version=ref.version if ref else None,
                  max_new_tokens=chat.cfg.max_new_tokens, choices=n)
 
@@ -182,6 +182,8 @@ async def add_turn(
         reply = await chat.areply(ReplyRequest(messages, 2 if body.compare else 1, body.max_new_tokens or cap, ref))
     except ServiceBusy as e:
         raise HTTPException(503, f"the model is busy: {e}; retry shortly", headers={"Retry-After": "5"}) from None
+    if reply.fallback:  # the adapter could not be loaded: the shared policy (or the base) answered instead
+        policy, ref = chat.policy_for(None)
     usage = UsageOut(tokens=reply.tokens, queue_ms=1000 * reply.queue_s, generate_ms=1000 * reply.generate_s,
                      adapter_load_ms=1000 * reply.load_s)
     out, created = await run_in_threadpool(
