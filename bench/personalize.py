@@ -24,6 +24,7 @@ import dataclasses
 import json
 import logging
 import random
+import shutil
 import sys
 import threading
 import time
@@ -168,6 +169,7 @@ class Bench:
                 log.info("  shared reward step %d/%d loss %.3f", data["step"], data["total"], data["loss"])
 
         res = run_personalize(cfg, on_event)
+        shutil.copytree(self.pdir / "reward", self.out / f"reward_round{rnd}", dirs_exist_ok=True)  # for eval_reward
         return {"shared_retrained": res.shared_retrained, "shared_reason": res.shared_reason,
                 "users": [dataclasses.asdict(u) for u in res.users], "seconds": res.seconds}
 
@@ -184,27 +186,38 @@ class Bench:
         shared_rm = RewardModelReward(rm_dir)
         # the same frozen trunk and basis size, trained on everyone's pairs as one user: personalisation taken away
         pooled_same = train_shared({0: UserFeedback(0, "everyone", pairs=pooled)}, self.reward_cfg(), 0)
-        out, all_p, all_s, all_0, all_q = {}, [], [], [], []
+        out, all_p, all_s, all_0, all_q, all_g, all_c = {}, [], [], [], [], [], []
         for u in users.values():
             held = u.heldout_pairs
             if not held:
                 continue
             prompts, chosen, rejected = [p.prompt for p in held], [p.chosen for p in held], [p.rejected for p in held]
-            mine = PersonalReward(self.pdir, user_key(u.labeler_id))
-            own = (mine(prompts, chosen) > mine(prompts, rejected)).float().tolist()
+            mine = PersonalReward(self.out / f"reward_round{rnd}", user_key(u.labeler_id))
+            r_c, r_r = mine(prompts, chosen), mine(prompts, rejected)
+            own = (r_c > r_r).float().tolist()
+            # the simulated person's own noise: held-out choices that agree with their gold function, and the
+            # personal reward's agreement with the gold function itself (pairs of equal gold left out)
+            g = TASTES[u.name].gold
+            gd = [g(c) - g(r) for c, r in zip(chosen, rejected)]
+            consistent = [float(d > 0) for d in gd if d != 0]
+            vs_gold = [float((d > 0) == bool(a > b)) for d, a, b in zip(gd, r_c, r_r) if d != 0]
             pooled_rm = (shared_rm(prompts, chosen) > shared_rm(prompts, rejected)).float().tolist()
             w0 = (mine.model.score(prompts, chosen) > mine.model.score(prompts, rejected)).float().tolist()
             same = (pooled_same.score(prompts, chosen) > pooled_same.score(prompts, rejected)).float().tolist()
             out[u.name] = {"train_pairs": len(u.pairs), "personal": est(own), "shared_rm": est(pooled_rm),
                            "shared_w0": est(w0), "pooled_same_trunk": est(same),
-                           "personal_minus_pooled": est(np.subtract(own, same).tolist())}
+                           "personal_minus_pooled": est(np.subtract(own, same).tolist()),
+                           "choices_agree_with_gold": est(consistent), "personal_vs_gold": est(vs_gold)}
             all_p += own
             all_s += pooled_rm
             all_0 += w0
             all_q += same
+            all_g += vs_gold
+            all_c += consistent
         out["all users"] = {"train_pairs": len(pooled), "personal": est(all_p), "shared_rm": est(all_s),
                             "shared_w0": est(all_0), "pooled_same_trunk": est(all_q),
-                            "personal_minus_pooled": est(np.subtract(all_p, all_q).tolist())}
+                            "personal_minus_pooled": est(np.subtract(all_p, all_q).tolist()),
+                            "choices_agree_with_gold": est(all_c), "personal_vs_gold": est(all_g)}
         return out
 
     def eval_policy(self, rnd: int) -> dict:
@@ -315,13 +328,15 @@ def report(b: Bench, res: dict) -> None:
                      f"len {p['length_last']:.0f}" if p else u["reason"]))
         print(f"  reward accuracy on held-out choices (95% bootstrap CI):")
         print(f"  {'user':10s} {'train':>5s} {'held':>4s}  {'personal':>16s}  {'pooled, same trunk':>18s}  "
-              f"{'personal - pooled':>20s}  {'shared w0':>16s}  {'rlhf train-reward':>18s}")
+              f"{'personal - pooled':>20s}  {'shared w0':>16s}  {'rlhf train-reward':>18s}  "
+              f"{'choices = gold':>16s}  {'personal = gold':>16s}")
         for name, r in rew.items():
             if name == "wall_min":
                 continue
             print(f"  {name:10s} {r['train_pairs']:5d} {r['personal']['n']:4d}  {fmt(r['personal'], True):>16s}  "
                   f"{fmt(r['pooled_same_trunk'], True):>18s}  {fmt(r['personal_minus_pooled'], True):>20s}  "
-                  f"{fmt(r['shared_w0'], True):>16s}  {fmt(r['shared_rm'], True):>18s}")
+                  f"{fmt(r['shared_w0'], True):>16s}  {fmt(r['shared_rm'], True):>18s}  "
+                  f"{fmt(r.get('choices_agree_with_gold', {}), True):>16s}  {fmt(r.get('personal_vs_gold', {}), True):>16s}")
         print(f"  policy on {pol['prompts']} held-out prompts: own adapter vs the shared policy (base), own gold:")
         print(f"  {'user':10s} {'gold adapter':>16s} {'gold shared':>16s} {'paired diff':>18s} {'win rate':>16s} "
               f"{'KL to shared':>16s} {'fluency':>18s}")
