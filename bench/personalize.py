@@ -82,7 +82,7 @@ class Bench:
 
     def chat_cfg(self, **kw) -> ChatConfig:
         return ChatConfig(model=self.a.model, personal_dir=str(self.pdir), max_new_tokens=self.a.max_new_tokens,
-                          temperature=self.a.temperature, threads=self.a.threads, **kw)
+                          temperature=self.a.temperature, threads=self.a.threads, system_prompt=self.a.system, **kw)
 
     def user_ids(self) -> dict[str, int]:
         with self.db.session() as s:
@@ -155,7 +155,7 @@ class Bench:
         ppo = PersonalizeConfig().ppo
         cfg = PersonalizeConfig(
             db=str(self.out / "feedback.db"), out_dir=str(self.pdir), model=self.a.model, min_pairs=8,
-            threads=self.a.threads, reward=self.reward_cfg(),
+            threads=self.a.threads, reward=self.reward_cfg(), system_prompt=self.a.system,
             ppo=dataclasses.replace(ppo, max_steps=self.a.steps, sampling=dataclasses.replace(
                 ppo.sampling, max_new_tokens=self.a.max_new_tokens, temperature=self.a.temperature)),
         )
@@ -236,8 +236,9 @@ class Bench:
             for i, p in enumerate(self.eval_prompts):
                 fh.write(json.dumps({"prompt": p} | {name: texts[name][i] for name in policies}) + "\n")
         paths = {name: self.pdir / ref.path for name, ref in adapters.items()}
+        system = [{"role": "system", "content": self.a.system}] if self.a.system else []
         lm = fluency_and_kl(self.a.model, None, paths, {n: [r.ids[0] for r in rs] for n, rs in replies.items()},
-                            [list(m) for m in msgs], self.a.temperature)
+                            [system + list(m) for m in msgs], self.a.temperature)
         gold = {taste: {name: est([TASTES[taste].gold(t) for t in texts[name]]) for name in policies}
                 for taste in TASTES}
         users = {}
@@ -309,7 +310,8 @@ def report(b: Bench, res: dict) -> None:
     print(f"\nmachine: {machine(f'torch {torch.__version__}', f'{a.threads} threads')} (shared with other jobs: "
           "timings are provisional)")
     print(f"model {a.model}, personal reward trunk {a.trunk} (frozen), standard RM trunk {a.rm_trunk}; {len(TASTES)} users x {a.turns} A/B choices x {a.rounds} rounds; "
-          f"replies <= {a.max_new_tokens} tokens at T={a.temperature}; PPO {a.steps} steps/user/round")
+          f"replies <= {a.max_new_tokens} tokens at T={a.temperature}, system prompt {a.system!r}; "
+          f"PPO {a.steps} steps/user/round")
     for name, t in TASTES.items():
         print(f"  {name:9s} {t.statement}; noise: Bradley-Terry, scale {t.scale:g}")
     for rnd in range(1, a.rounds + 1):
@@ -372,7 +374,9 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=36, help="A/B choices per user per round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=12, help="PPO steps per user per round")
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--system", default="You are a helpful assistant. Keep your answers short.",
+                    help="the chat server's system prompt (replies of varied length; PPO samples under it too)")
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--eval-prompts", type=int, default=40)
     ap.add_argument("--latency-n", type=int, default=12)

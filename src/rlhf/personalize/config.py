@@ -54,8 +54,12 @@ class PersonalRewardConfig:
     trunk: str = DEFAULT_POLICY
     """Shared trunk (alias, folder or hub id). The default reads the policy's own base model, which sees length and
     layout (line breaks, lists) that an uncased sentence encoder such as MiniLM normalises away."""
-    pooling: Literal["auto", "last", "mean"] = "mean"
-    """Trunk states pooled into one vector: mean over the tokens, the last token, or auto (last for decoders)."""
+    pooling: Literal["reply", "mean", "last"] = "reply"
+    """Trunk states pooled into one vector: the mean over the reply's tokens (the trunk still reads the conversation
+    before it), over all tokens, or the last token."""
+    depth: float = 0.5
+    """The hidden layer pooled, as a fraction of the trunk's depth (1 = the last layer; the middle one keeps more
+    of the surface form: length, layout)."""
     rank: int = 4
     """K: basis rewards on the trunk (LoRe, arXiv 2504.14439); a user's reward is a weighted sum of them."""
     train_trunk: bool = False
@@ -63,7 +67,7 @@ class PersonalRewardConfig:
     computed once and the basis and weights train full-batch (`head_steps`)."""
     max_length: int = 256
     """Tokens per (conversation, reply); the conversation is cut first, oldest tokens first."""
-    head_steps: int = 300
+    head_steps: int = 400
     """Full-batch optimizer steps of the basis and weights on a frozen trunk."""
     epochs: float = 4.0
     """Passes over everyone's pairs when the trunk is trained."""
@@ -73,10 +77,10 @@ class PersonalRewardConfig:
     """Learning rate of the trunk (train_trunk only)."""
     head_lr: float = 1e-2
     """Learning rate of the basis and the weight vectors."""
-    weight_decay: float = 0.01
-    """AdamW weight decay of the basis and weights."""
+    basis_l2: float = 1.0
+    """L2 penalty on the basis (summed over pairs): keeps it from memorising individual pairs."""
     user_prior: float = 1.0
-    """Strength of the Gaussian prior that pulls a user's weights toward the shared weights (per pair, summed)."""
+    """Strength of the Gaussian prior that pulls a user's weights toward the shared weights (summed over pairs)."""
     refresh: float = 0.25
     """Retrain the shared part when the pooled feedback grew (or lost a user's share) by this fraction since it was
     trained; otherwise only the per-user weights of users with new feedback are fitted, on the frozen shared part."""
@@ -91,6 +95,8 @@ class PersonalRewardConfig:
             raise ValueError("rank must be >= 1")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError("eval_fraction must be in [0, 1)")
+        if not 0.0 <= self.depth <= 1.0:
+            raise ValueError("depth must be in [0, 1]")
         if self.user_prior < 0 or self.refresh < 0 or self.epochs <= 0 or self.head_steps < 1:
             raise ValueError("user_prior and refresh must be >= 0, epochs > 0, head_steps >= 1")
 
@@ -113,6 +119,8 @@ class PersonalizeConfig:
     """Base policy (the same the chat server holds)."""
     shared_adapter: Optional[str] = None
     """Shared aligned adapter users start from and stay KL-bounded to (an `rlhf ppo` folder or adapter folder)."""
+    system_prompt: Optional[str] = None
+    """The chat server's system prompt (ChatConfig.system_prompt): PPO samples under it, as users are answered."""
     users: tuple[str, ...] = ()
     """Only these users (names); empty = everyone with feedback."""
     min_pairs: int = 8

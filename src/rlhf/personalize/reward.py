@@ -56,39 +56,59 @@ class UserPart:
 
 
 class PersonalRewardModel(nn.Module):
-    """Shared trunk + basis + shared weights; users' parts are kept apart (see `UserPart`)."""
+    """Shared trunk + basis + shared weights; users' parts are kept apart (see `UserPart`).
 
-    def __init__(self, rm: RewardModel, rank: int, version: int = 0, meta: dict | None = None):
+    `pooling`: 'reply' = mean of the reply's own token states (the trunk still reads the conversation before it),
+    'mean' = mean over all tokens, 'last' = the last token; `depth`: the hidden layer pooled, as a fraction of the
+    trunk's depth (1 = the last layer).
+    """
+
+    def __init__(self, rm: RewardModel, rank: int, version: int = 0, meta: dict | None = None,
+                 pooling: str = "reply", depth: float = 1.0):
         super().__init__()
-        if rm.spec.pooling == "native":
-            raise ValueError("a personal reward reads pooled trunk features: use pooling last or mean, not native")
-        self.rm = rm
+        if pooling not in ("reply", "mean", "last"):
+            raise ValueError(f"pooling must be reply, mean or last, not {pooling!r}")
+        self.rm, self.pooling, self.depth = rm, pooling, depth
         hidden = rm.model.config.get_text_config().hidden_size
         self.basis = nn.Linear(hidden, rank)
         self.shared = nn.Parameter(torch.zeros(rank))  # w_0
         # Trunk features are standardised first: decoder hidden states have a few huge dimensions.
         self.register_buffer("feat_mean", torch.zeros(hidden))
         self.register_buffer("feat_std", torch.ones(hidden))
-        self.version, self.meta = version, dict(meta or {})
+        self.version = version
+        self.meta = dict(meta or {}) | {"pooling": pooling, "depth": depth}
         self.normalization: tuple[float, float] = (0.0, 1.0)
 
     @property
     def rank(self) -> int:
         return self.basis.out_features
 
-    def features(self, batch: TokenBatch) -> torch.Tensor:
+    def features(self, batch: TokenBatch, tails: torch.Tensor) -> torch.Tensor:
         """(N, T) tokens -> (N, K) basis rewards."""
-        return self.basis((self.pooled(batch) - self.feat_mean) / self.feat_std)
+        return self.basis((self.pooled(batch, tails) - self.feat_mean) / self.feat_std)
 
-    def pooled(self, batch: TokenBatch) -> torch.Tensor:
-        """(N, T) tokens -> (N, H) pooled trunk states."""
+    def pooled(self, batch: TokenBatch, tails: torch.Tensor) -> torch.Tensor:
+        """(N, T) right-padded tokens, (N,) reply tokens at the end of each row -> (N, H) pooled trunk states."""
         mask = batch.attention_mask
         kw = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0), "use_cache": False} if self.rm.spec.decoder else {}
         if batch.token_type_ids is not None:
             kw["token_type_ids"] = batch.token_type_ids
         trunk = getattr(self.rm.model, self.rm.model.base_model_prefix)
-        hidden = trunk(input_ids=batch.input_ids, attention_mask=mask, **kw).last_hidden_state  # (N, T, H)
-        return last_token_pool(hidden, mask) if self.rm.spec.pooling == "last" else mean_pool(hidden, mask)  # (N, H)
+        states = trunk(input_ids=batch.input_ids, attention_mask=mask, output_hidden_states=True, **kw).hidden_states
+        hidden = states[round(self.depth * (len(states) - 1))]  # (N, T, H)
+        if self.pooling == "last":
+            return last_token_pool(hidden, mask)
+        if self.pooling == "reply":
+            pos = torch.arange(mask.shape[1], device=mask.device)  # (T,)
+            end = mask.sum(-1, keepdim=True)  # (N, 1)
+            mask = ((pos >= end - tails.unsqueeze(-1)) & (pos < end)).long()  # (N, T): the reply's tokens
+        return mean_pool(hidden, mask)
+
+    def reply_tails(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each reply occupies at the end of its row (cut as the encoder cuts it, plus a closing EOS/SEP)."""
+        enc = self.rm.encoder
+        closing = int(enc.eos_id is not None or enc.backend.num_special_tokens_to_add(True) > 0)
+        return [min(len(e.ids), enc.budget) + closing for e in enc.backend.encode_batch(list(texts), add_special_tokens=False)]
 
     @torch.inference_mode()
     def feature_table(self, prompts: Sequence[str], texts: Sequence[str], batch_size: int = 16,
@@ -97,10 +117,11 @@ class PersonalRewardModel(nn.Module):
         was = self.training
         self.eval()
         enc = self.rm.encoder.encode(prompts, texts)
+        tails = torch.tensor(self.reply_tails(texts))
         out = torch.empty(len(enc), self.basis.in_features if pooled else self.rank)
         for idx in length_grouped_batches([len(e.ids) for e in enc], batch_size, seed=None):
             batch = self.rm.batch([enc[i] for i in idx])
-            out[idx] = (self.pooled(batch) if pooled else self.features(batch)).float()
+            out[idx] = (self.pooled(batch, tails[idx]) if pooled else self.features(batch, tails[idx])).float()
         self.train(was)
         return out
 
@@ -127,7 +148,8 @@ class PersonalRewardModel(nn.Module):
         if not (folder / SPEC).is_file():
             raise FileNotFoundError(f"{folder}: not a personal reward folder (no {SPEC}; run `rlhf personalize`)")
         meta = json.loads((folder / SPEC).read_text(encoding="utf-8"))
-        model = cls(RewardModel.from_pretrained(folder), int(meta["rank"]), int(meta["version"]), meta)
+        model = cls(RewardModel.from_pretrained(folder), int(meta["rank"]), int(meta["version"]), meta,
+                    meta.get("pooling", "reply"), float(meta.get("depth", 1.0)))
         model.rm.model.requires_grad_(False)
         state = load_file(str(folder / WEIGHTS))
         with torch.no_grad():
@@ -250,37 +272,41 @@ def train_shared(
     users: dict[int, UserFeedback], cfg: PersonalRewardConfig, version: int,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> PersonalRewardModel:
-    """Train the basis, the shared weights and every user's weights jointly on everyone's pairs (and the trunk,
-    with `train_trunk`). On a frozen trunk the pooled states are computed once and the heads train full-batch."""
+    """Train the basis and every user's weights jointly on everyone's pairs (the trunk too with `train_trunk`),
+    then the shared weights w_0: the best single reward for everyone in that basis.
+
+    The basis and the weights carry L2 penalties (per pair): with a few hundred pairs and hundreds of feature
+    dimensions a free basis would memorise every pair, conflicting ones included, and learn no taste at all.
+    On a frozen trunk the pooled states are computed once and the heads train full-batch.
+    """
     torch.manual_seed(cfg.seed)
-    rm = RewardModel.from_pretrained(cfg.trunk, pooling=cfg.pooling, max_length=cfg.max_length)
+    rm = RewardModel.from_pretrained(cfg.trunk, pooling="mean", max_length=cfg.max_length)
     for m in rm.model.modules():  # dropout adds noise to the pairwise difference (as in rlhf train-reward)
         if isinstance(m, nn.Dropout):
             m.p = 0.0
     rm.model.requires_grad_(cfg.train_trunk)
-    model = PersonalRewardModel(rm, cfg.rank, version, {"trunk": cfg.trunk})
+    model = PersonalRewardModel(rm, cfg.rank, version, {"trunk": cfg.trunk}, cfg.pooling, cfg.depth)
     ids = sorted(u for u in users if users[u].pairs)
     pairs = [(i, p) for i, uid in enumerate(ids) for p in users[uid].pairs]
     if not pairs:
         raise ValueError("no preference pairs to train the shared reward on")
-    prompts = [p.prompt for _, p in pairs]
-    h = model.feature_table(prompts * 2, [p.chosen for _, p in pairs] + [p.rejected for _, p in pairs], pooled=True)
+    prompts = [p.prompt for _, p in pairs] * 2
+    texts = [p.chosen for _, p in pairs] + [p.rejected for _, p in pairs]
+    h = model.feature_table(prompts, texts, pooled=True)  # (2P, H)
     model.feat_mean.copy_(h.mean(0))
     model.feat_std.copy_(h.std(0).clamp(min=1e-4))
     user_idx = torch.tensor([i for i, _ in pairs])  # (P,)
-    W = nn.Parameter(0.01 * torch.randn(len(ids), cfg.rank))  # (U, K) users' weights during joint training
-    head = [model.basis.weight, model.basis.bias, model.shared, W]
-    groups = [{"params": head, "lr": cfg.head_lr, "weight_decay": cfg.weight_decay}]
+    W = nn.Parameter(0.1 * torch.randn(len(ids), cfg.rank))  # (U, K) users' weights during joint training
+    groups = [{"params": [model.basis.weight, W], "lr": cfg.head_lr}]
     if cfg.train_trunk:
         groups.append({"params": [p for p in rm.model.parameters() if p.requires_grad], "lr": cfg.lr,
                        "weight_decay": 0.01})
-    opt = torch.optim.AdamW(groups)
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
 
     def loss_fn(d: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:  # d: (B, K) f(chosen) - f(rejected)
         user_loss = -F.logsigmoid((d * W[user_idx[idx]]).sum(-1)).mean()
-        shared_loss = -F.logsigmoid(d @ model.shared).mean()  # w_0: one reward for everyone, the fallback
-        prior = cfg.user_prior * ((W - model.shared) ** 2).sum() / len(pairs)  # the per-pair share of the MAP prior
-        return user_loss + shared_loss + prior
+        penalty = (cfg.basis_l2 * (model.basis.weight**2).sum() + cfg.user_prior * (W**2).sum()) / len(pairs)
+        return user_loss + penalty
 
     if cfg.train_trunk:
         _train_with_trunk(model, pairs, cfg, opt, loss_fn, on_step)
@@ -296,7 +322,11 @@ def train_shared(
             if on_step:
                 on_step(step + 1, cfg.head_steps, float(loss.detach()))
     model.eval().requires_grad_(False)
-    s = model.feature_table(prompts * 2, [p.chosen for _, p in pairs] + [p.rejected for _, p in pairs]) @ model.shared
+    f = model.feature_table(prompts, texts)  # (2P, K)
+    w0, _ = fit_user_weights(f[: len(pairs)] - f[len(pairs) :], torch.empty(0, cfg.rank), torch.empty(0),
+                             torch.zeros(cfg.rank), cfg.user_prior)
+    model.shared.copy_(w0)
+    s = f @ w0
     model.normalization = (float(s.mean()), max(float(s.std()), 1e-6))
     model.meta |= {"pairs": len(pairs), "users": ids}
     return model
@@ -307,6 +337,8 @@ def _train_with_trunk(model, pairs, cfg, opt, loss_fn, on_step) -> None:  # noqa
     rm = model.rm
     enc = rm.encoder.encode_pairs([p.prompt for _, p in pairs], [p.chosen for _, p in pairs],
                                   [p.rejected for _, p in pairs], [1.0] * len(pairs), [0.0] * len(pairs))
+    tails_c = torch.tensor(model.reply_tails([p.chosen for _, p in pairs]))
+    tails_r = torch.tensor(model.reply_tails([p.rejected for _, p in pairs]))
     per_epoch = math.ceil(len(enc) / cfg.batch_size)
     total = max(1, math.ceil(cfg.epochs * per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, max(1, round(0.1 * total))))
@@ -317,7 +349,7 @@ def _train_with_trunk(model, pairs, cfg, opt, loss_fn, on_step) -> None:  # noqa
             if step >= total:
                 break
             batch = collate_pairs([enc[i] for i in idx], rm.pad_id, rm.padding_side)
-            f = model.features(batch.tokens)  # (2B, K): chosen rows, then rejected rows
+            f = model.features(batch.tokens, torch.cat([tails_c[idx], tails_r[idx]]))  # (2B, K): chosen, then rejected
             loss = loss_fn(f[: len(idx)] - f[len(idx) :], torch.tensor(idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()

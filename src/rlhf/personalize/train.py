@@ -218,7 +218,7 @@ def _train_user(
     reward_fn = PersonalReward(pdir.reward, user_key(u.labeler_id))
     ppo_cfg = dataclasses.replace(
         cfg.ppo, model=cfg.model, out_dir=str(out), reward=f"rm-user:{pdir.reward}:{user_key(u.labeler_id)}",
-        resume=False, threads=cfg.ppo.threads or cfg.threads,
+        resume=False, threads=cfg.ppo.threads or cfg.threads, system_prompt=cfg.system_prompt,
     )
     emit("user_start", {"user": u.name, "steps": ppo_cfg.max_steps, "started_from": res.started_from})
     ppo = _ppo(ppo_cfg, reward_fn, model, tok, u.prompts, lambda m: emit("ppo_step", {"user": u.name, "metrics": m}))
