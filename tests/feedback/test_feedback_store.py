@@ -37,7 +37,7 @@ def test_migrations_build_the_orm_schema_with_wal_and_foreign_keys(db, db_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     head = ScriptDirectory(SCRIPT_LOCATION).get_current_head()
-    assert current_revision(db.engine) == head
+    assert head == "0003" and current_revision(db.engine) == head
     again = open_database(db_path)  # idempotent upgrade on an existing file
     assert current_revision(again.engine) == head
     again.close()

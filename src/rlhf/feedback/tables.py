@@ -168,3 +168,81 @@ class Judgement(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     assignment: Mapped[Assignment] = relationship(back_populates="judgement")
+
+
+# --------------------------------------------------------------------------- chat and personalisation (migration 0003)
+# A chat turn is an ordinary item (the user's message, its candidate replies as completions) in one of two
+# hidden chat projects, assigned to its author only; a choice is an ordinary judgement of that assignment.
+# These tables add what labeling has no place for: conversations, turn order, and each user's adapter.
+
+CHAT_KINDS = ("ab", "single")
+
+
+class ChatProject(Base):
+    """The project that holds chat turns of one kind: 'ab' (two replies, rank mode) or 'single' (thumbs mode)."""
+
+    __tablename__ = "chat_projects"
+    __table_args__ = (CheckConstraint("kind IN ('ab', 'single')", name="kind"),)
+
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), unique=True)
+
+
+class ChatConversation(Base):
+    __tablename__ = "chat_conversations"
+    __table_args__ = (Index("ix_chat_conversations_labeler", "labeler_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id", ondelete="CASCADE"))
+    """The user who owns it; nobody else can read it or add to it."""
+    title: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ChatTurn(Base):
+    """One user message and the reply candidates it got (an item + its assignment to the author)."""
+
+    __tablename__ = "chat_turns"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "position", name="uq_chat_turns_conversation_position"),
+        UniqueConstraint("labeler_id", "request_id", name="uq_chat_turns_labeler_request"),
+        Index("ix_chat_turns_labeler", "labeler_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("chat_conversations.id", ondelete="CASCADE"))
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    """0, 1, ... within the conversation."""
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), unique=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id", ondelete="CASCADE"), unique=True)
+    request_id: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    """Client-chosen key: a retried request returns the stored turn instead of generating again."""
+    policy: Mapped[str] = mapped_column(String(10))
+    """Who answered: 'user' (the user's own adapter), 'shared' (the shared aligned policy) or 'base'."""
+    adapter_version: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    reply_completion_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("completions.id", ondelete="SET NULL"), nullable=True
+    )
+    """The candidate the conversation continues from (the chosen one once there is a choice)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    item: Mapped[Item] = relationship()
+    assignment: Mapped[Assignment] = relationship()
+
+
+class PersonalAdapter(Base):
+    """The published LoRA adapter of a user (written by `rlhf personalize`, read by the chat server)."""
+
+    __tablename__ = "personal_adapters"
+
+    labeler_id: Mapped[int] = mapped_column(ForeignKey("labelers.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    """Folder of the peft adapter (adapter_config.json + adapter_model.safetensors)."""
+    shared: Mapped[str] = mapped_column(String(64))
+    """Fingerprint of the shared adapter it was trained on top of ('none' = the base)."""
+    last_judgement_id: Mapped[int] = mapped_column(Integer)
+    """The newest of the user's judgements it was trained with: newer ones make the user due for an update."""
+    pairs: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

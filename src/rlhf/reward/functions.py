@@ -136,8 +136,12 @@ def load_reward_function(spec: str) -> RewardFunction:
     - `classifier:MODEL[:LABEL]`: the logit of class LABEL (a name from the model's id2label, or an
       index) of an existing sequence classifier, applied to the completion;
     - `scorer:toxicity` / `scorer:sentiment`: a gold scorer (toxicity becomes 1 - p(toxic));
-    - `python:package.module:function`: a plain function `(prompts, completions) -> floats`.
+    - `python:package.module:function`: a plain function `(prompts, completions) -> floats`;
+    - `rm-user:PATH:USER`: user USER's reward (a name or `u<ID>`) from the personal reward folder PATH written by
+      `rlhf personalize` (`runs/personal` or its `reward/`); the shared reward when USER has no part yet.
     """
+    if (Path(spec) / "personal_reward.json").is_file():
+        raise ValueError(f"reward {spec!r} is a personal reward; name the user: rm-user:{spec}:USER")
     if is_reward_model_dir(spec):
         return RewardModelReward(spec)
     kind, _, rest = spec.partition(":")
@@ -145,6 +149,15 @@ def load_reward_function(spec: str) -> RewardFunction:
         if not Path(rest).is_dir():
             raise FileNotFoundError(f"reward spec {spec!r}: {rest} is not a folder")
         return RewardModelReward(rest)
+    if kind == "rm-user":
+        path, _, user = rest.rpartition(":")
+        if not path or not user:
+            raise ValueError(f"reward spec {spec!r}: expected rm-user:PATH:USER")
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"reward spec {spec!r}: {path} is not a folder")
+        from rlhf.personalize.reward import PersonalReward
+
+        return PersonalReward(path, user)
     if kind == "classifier":
         model, label = (rest.rsplit(":", 1) if ":" in rest else (rest, None))
         if not model:
@@ -158,6 +171,6 @@ def load_reward_function(spec: str) -> RewardFunction:
             raise ValueError(f"reward spec {spec!r}: expected python:package.module:function")
         return FunctionReward(getattr(importlib.import_module(module), fn), name=fn)
     raise ValueError(
-        f"unknown reward spec {spec!r}; expected rm:PATH, a reward-model folder, classifier:MODEL[:LABEL], "
-        "scorer:NAME or python:module:fn"
+        f"unknown reward spec {spec!r}; expected rm:PATH, a reward-model folder, rm-user:PATH:USER, "
+        "classifier:MODEL[:LABEL], scorer:NAME or python:module:fn"
     )

@@ -50,7 +50,7 @@ def _templates() -> Jinja2Templates:
 def create_app(settings: ServeConfig = ServeConfig(), db: Database | None = None, *, migrate: bool = True) -> FastAPI:
     """The app over `db`, or over `settings.db`: opened (and migrated unless `migrate=False`) at startup,
     closed at shutdown."""
-    from rlhf.feedback.web.routes import admin, api, label
+    from rlhf.feedback.web.routes import admin, api, chat, label
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,6 +83,7 @@ def create_app(settings: ServeConfig = ServeConfig(), db: Database | None = None
     app.include_router(api.admin)
     app.include_router(label.router)
     app.include_router(admin.router)
+    app.include_router(chat.router)
     add_error_handlers(app)
 
     @app.get("/healthz", include_in_schema=False)
