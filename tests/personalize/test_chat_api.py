@@ -138,6 +138,8 @@ def test_busy_model_answers_503(client, tokens, chat, monkeypatch):
 def test_openapi_declares_every_chat_status(client):
     spec = client.get("/openapi.json").json()["paths"]
     turns = spec["/api/chat/conversations/{conversation_id}/turns"]["post"]["responses"]
-    assert set(turns) == {"200", "201", "401", "404", "409", "422", "503"}
-    assert set(spec["/api/chat/turns/{turn_id}/feedback"]["post"]["responses"]) == {"200", "201", "401", "404", "409", "422"}
-    assert set(spec["/api/admin/users/{labeler_id}"]["delete"]["responses"]) == {"200", "401", "404", "422"}
+    assert set(turns) == {"200", "201", "400", "401", "404", "409", "422", "503"}
+    feedback = spec["/api/chat/turns/{turn_id}/feedback"]["post"]["responses"]
+    assert set(feedback) == {"200", "201", "400", "401", "404", "409", "422", "503"}
+    assert set(spec["/api/admin/users/{labeler_id}"]["delete"]["responses"]) == {"200", "401", "404", "422", "503"}
+    assert turns["404"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorOut"}

@@ -45,7 +45,7 @@ class TurnIn(Strict):
     compare: bool = Field(True, description="Two candidate replies side by side (A/B) instead of one.")
     max_new_tokens: Optional[int] = Field(None, ge=1, description="At most the server's cap (GET /api/chat/me).")
     request_id: Optional[str] = Field(
-        None, min_length=1, max_length=64, pattern=r"^[\w.:-]+$",
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
         description="Client-chosen key; a retried request with the same key returns the stored turn.",
     )
 

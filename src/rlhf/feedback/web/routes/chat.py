@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
@@ -30,7 +31,18 @@ from rlhf.feedback.web.chat_schemas import (
     UsageOut,
     turn_out,
 )
-from rlhf.feedback.web.deps import LABELER_COOKIE, AdminOnly, CurrentLabeler, NotAuthenticated, SessionDep, _credential
+from rlhf.feedback.web.deps import (
+    LABELER_COOKIE,
+    AdminOnly,
+    CurrentLabeler,
+    IdPath,
+    NotAuthenticated,
+    ReadSessionDep,
+    SessionDep,
+    _credential,
+    labeler_bearer,
+)
+from rlhf.feedback.web.errors import responses
 from rlhf.feedback.web.routes.label import render
 from rlhf.personalize.data import user_key
 from rlhf.personalize.layout import PersonalDir
@@ -41,14 +53,13 @@ api_router = APIRouter(prefix="/api/chat", tags=["chat"])
 admin_router = APIRouter(prefix="/api/admin/users", tags=["admin"])
 page_router = APIRouter(include_in_schema=False)
 
-R401 = {401: {"description": "Missing or invalid labeler token."}}
-R404 = {404: {"description": "No such object among yours (another user's is reported the same way)."}}
-R409 = {409: {"description": "A different choice is already stored for this turn."}}
-R422 = {422: {"description": "Invalid body (unknown field, blank message, choice that does not fit the turn, ...)."}}
-R503 = {503: {"description": "The model is busy (too many replies waiting); retry after the Retry-After seconds."}}
+R401, R404 = responses(401, 503), responses((404, "No such object among yours (another user's is reported the same way)."))
+R409 = responses((409, "A different choice is already stored for this turn."))
+R422 = responses(400, (422, "Invalid body (unknown field, blank message, choice that does not fit the turn, ...)."))
+R503 = responses((503, "The model (or the store) is busy; retry after the Retry-After seconds."))
 RETRY_TURN = {200: {"model": TurnOut, "description": "A retry: the turn stored earlier under this request_id."}}
 RETRY_CHOICE = {200: {"model": FeedbackOut, "description": "A repeat of the stored choice (nothing new written)."}}
-ADMIN = {401: {"description": "Missing or invalid admin token."}, **R404}
+ADMIN = responses((401, "Missing or invalid admin token."), 422, 503) | R404
 
 _init = threading.Lock()
 
@@ -70,10 +81,12 @@ class ChatUser:
     name: str
 
 
-def chat_user(request: Request) -> ChatUser:
-    """The signed-in user, looked up in a transaction of its own (the reply route must not hold one while it waits)."""
-    token = _credential(request, LABELER_COOKIE)
-    with request.app.state.db.session() as s:
+def chat_user(
+    request: Request, bearer: Annotated[Optional[HTTPAuthorizationCredentials], Depends(labeler_bearer)]
+) -> ChatUser:
+    """The signed-in user, looked up in a snapshot of its own (the reply route must not hold one while it waits)."""
+    token = _credential(request, bearer, LABELER_COOKIE)
+    with request.app.state.db.read() as s:
         lab = store.labeler_by_token(s, token) if token else None
         if lab is None:
             raise NotAuthenticated()
@@ -93,7 +106,7 @@ def _adapter_ref(s, labeler_id: int) -> AdapterRef | None:  # noqa: ANN001
 
 
 @api_router.get("/me", responses=R401)
-def me(labeler: CurrentLabeler, s: SessionDep, chat: ChatDep) -> MeOut:
+def me(labeler: CurrentLabeler, s: ReadSessionDep, chat: ChatDep) -> MeOut:
     """Who answers you (your adapter, the shared policy or the base) and how many choices you have made."""
     policy, ref = chat.policy_for(_adapter_ref(s, labeler.id))
     n = store.chat_choice_count(s, labeler.id)
@@ -110,14 +123,14 @@ def create_conversation(body: ConversationIn, labeler: CurrentLabeler, s: Sessio
 
 
 @api_router.get("/conversations", responses=R401)
-def list_conversations(labeler: CurrentLabeler, s: SessionDep) -> list[ConversationOut]:
+def list_conversations(labeler: CurrentLabeler, s: ReadSessionDep) -> list[ConversationOut]:
     """Your conversations, newest first."""
     return [ConversationOut(id=c.id, title=c.title, created_at=c.created_at, turns=n)
             for c, n in store.list_conversations(s, labeler)]
 
 
-@api_router.get("/conversations/{conversation_id}", responses=R401 | R404)
-def get_conversation(conversation_id: int, labeler: CurrentLabeler, s: SessionDep) -> ConversationDetail:
+@api_router.get("/conversations/{conversation_id}", responses=R401 | R404 | responses(422))
+def get_conversation(conversation_id: IdPath, labeler: CurrentLabeler, s: ReadSessionDep) -> ConversationDetail:
     conv = store.get_conversation(s, labeler, conversation_id)
     turns = store.conversation_turns(s, conv)
     return ConversationDetail(id=conv.id, title=conv.title, created_at=conv.created_at, turns=len(turns),
@@ -165,7 +178,7 @@ def _save_turn(db, user: ChatUser, conversation_id: int, body: TurnIn, texts, po
     "/conversations/{conversation_id}/turns", status_code=201, responses=RETRY_TURN | R401 | R404 | R409 | R422 | R503
 )
 async def add_turn(
-    conversation_id: int, body: TurnIn, user: ChatUserDep, chat: ChatDep, request: Request, response: Response
+    conversation_id: IdPath, body: TurnIn, user: ChatUserDep, chat: ChatDep, request: Request, response: Response
 ) -> TurnOut:
     """Send a message; get one reply, or two to compare (A/B). A retry with the same request_id answers 200."""
     db = request.app.state.db
@@ -194,7 +207,7 @@ async def add_turn(
 
 
 @api_router.post("/turns/{turn_id}/feedback", status_code=201, responses=RETRY_CHOICE | R401 | R404 | R409 | R422)
-def feedback(turn_id: int, body: FeedbackIn, labeler: CurrentLabeler, s: SessionDep, response: Response) -> FeedbackOut:
+def feedback(turn_id: IdPath, body: FeedbackIn, labeler: CurrentLabeler, s: SessionDep, response: Response) -> FeedbackOut:
     """Pick A, B or tie between two replies, or thumbs up/down on one. Stored once; a repeat answers 200."""
     thumbs = None if body.thumbs is None else (1 if body.thumbs == "up" else -1)
     j, created = store.submit_chat_feedback(s, labeler, turn_id, body.choice, thumbs, body.seconds)
@@ -210,13 +223,13 @@ def feedback(turn_id: int, body: FeedbackIn, labeler: CurrentLabeler, s: Session
 
 
 @admin_router.get("/{labeler_id}/export", responses=ADMIN)
-def export_user(labeler_id: int, _: AdminOnly, s: SessionDep, chat: ChatDep) -> dict:
+def export_user(labeler_id: IdPath, _: AdminOnly, s: ReadSessionDep, chat: ChatDep) -> dict:
     """Everything held about a user: account, conversations and choices, labeling judgements, reward part, files."""
     return export_user_data(s, PersonalDir.at(chat.cfg.personal_dir), store.get_labeler(s, labeler_id))
 
 
 @admin_router.delete("/{labeler_id}", responses=ADMIN)
-def delete_user(labeler_id: int, _: AdminOnly, request: Request, chat: ChatDep) -> DeletedOut:
+def delete_user(labeler_id: IdPath, _: AdminOnly, request: Request, chat: ChatDep) -> DeletedOut:
     """Delete a user: their account, feedback, reward part and adapters (store rows first, then files)."""
     gone = delete_user_data(request.app.state.db, PersonalDir.at(chat.cfg.personal_dir), labeler_id)
     chat.forget(user_key(gone.labeler_id))
@@ -227,7 +240,7 @@ def delete_user(labeler_id: int, _: AdminOnly, request: Request, chat: ChatDep) 
 
 
 @page_router.get("/chat")
-def chat_page(request: Request, labeler: CurrentLabeler, s: SessionDep, chat: ChatDep) -> Response:
+def chat_page(request: Request, labeler: CurrentLabeler, s: ReadSessionDep, chat: ChatDep) -> Response:
     policy, ref = chat.policy_for(_adapter_ref(s, labeler.id))
     convs = [{"id": c.id, "title": c.title, "turns": n} for c, n in store.list_conversations(s, labeler)]
     boot = {"conversations": convs, "maxNewTokens": chat.cfg.max_new_tokens, "policy": policy,
