@@ -28,7 +28,10 @@ def test_demo_with_dpo_then_rloo_in_the_same_run_folder(tiny_lm_dir, tmp_path):
     assert stages["ppo"]["optimizer"] == "dpo" and stages["ppo"]["steps"] == 2
     assert stages["ppo"]["closing"]["eval/pairs"] > 0 and "kl/mean" in stages["ppo"]["closing"]
     assert (out / "dpo" / "adapter" / "adapter_config.json").exists() and not (out / "ppo").exists()
-    assert json.loads((out / "evaluate" / "summary.json").read_text())["num_prompts"] == 6
+    summary = json.loads((out / "evaluate" / "summary.json").read_text())
+    assert summary["num_prompts"] == 12  # 6 held-out prompts of each split (red-team, helpful)
+    assert summary["settings"]["run_config"].endswith("dpo.yaml")  # sampling and base read from the DPO run
+    assert summary["settings"]["sampling"]["max_new_tokens"] == 8 and summary["kl"]["target"] is None
     assert "policy optimiser dpo: 2 steps" in res.output
     assert '"optimizer": "dpo"' in (out / "evaluate" / "report.html").read_text()  # stages.json, shown in the report
 
@@ -50,11 +53,15 @@ def test_stage_configs_fill_the_chosen_optimiser(optimizer):
     sc = stage_configs(cfg)
     policy = sc["ppo"]
     assert type(policy) is type(getattr(cfg, optimizer)) and policy.out_dir == f"runs/x/{optimizer}"
-    assert sc["evaluate"].aligned == f"runs/x/{optimizer}" and sc["evaluate"].sampling.max_new_tokens == 24
+    assert policy.sampling.max_new_tokens == 24 and policy.system_prompt == cfg.system_prompt
+    # evaluation reads sampling, system prompt and KL target from the policy run's saved config
+    assert sc["evaluate"].aligned == f"runs/x/{optimizer}" and sc["evaluate"].sampling is None
+    assert sc["evaluate"].kl_target is None and sc["evaluate"].base is None
     if optimizer == "dpo":
-        assert policy.pairs == "runs/x/feedback/pairs.jsonl" and sc["evaluate"].kl_target is None
+        assert policy.pairs == "runs/x/feedback/pairs.jsonl"
     else:
-        assert policy.reward == "rm:runs/x/reward" and policy.split == "train" and sc["evaluate"].kl_target == 6.0
+        assert policy.reward == "rm:runs/x/reward" and policy.split == "train"
+        assert policy.prompts == "runs/x/prompts_train.jsonl"
 
 
 def test_unknown_optimizer_is_refused():
