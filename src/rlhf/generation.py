@@ -77,9 +77,13 @@ def sample(
     cfg: SamplingConfig,
     eos_token_ids: Sequence[int],
     pad_token_id: int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> SampleOutput:
-    """Sample continuations for a left-padded (B, P) batch, reusing the KV cache each step."""
+    """Sample continuations for a left-padded (B, P) batch, reusing the KV cache each step.
+
+    `generator`: one stream for the batch, or one per row (a row's tokens then depend only on its own
+    generator, not on the rest of the batch: how multi-process rollouts match a one-process run).
+    """
     B, P = input_ids.shape
     device = input_ids.device
     eos = torch.tensor(list(eos_token_ids), device=device)
@@ -97,7 +101,7 @@ def sample(
             tok = logits.argmax(-1)
         else:
             probs = filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            tok = _draw(probs, generator)
         alive = ~finished
         tok = torch.where(alive, tok, torch.full_like(tok, pad_token_id))
         tokens.append(tok)
@@ -120,6 +124,13 @@ def sample(
         finished=finished,
         prompt_len=P,
     )
+
+
+def _draw(probs: torch.Tensor, generator) -> torch.Tensor:
+    """One token per row of (B, V) probs: (B,) ids."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return torch.cat([torch.multinomial(probs[i : i + 1], 1, generator=g) for i, g in enumerate(generator)]).view(-1)
 
 
 def eos_ids(tokenizer, model=None) -> list[int]:

@@ -14,8 +14,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rlhf.config import ConfigError, load_config
 from rlhf.data import DataError
+from rlhf.distributed import launched_rank
 
-console = Console(stderr=False)
+MAIN = launched_rank() == 0
+"""Under `accelerate launch`, only rank 0 prints, logs below warnings and shows progress bars."""
+console = Console(stderr=False, quiet=not MAIN)
 err_console = Console(stderr=True)
 
 T = TypeVar("T")
@@ -29,7 +32,7 @@ SetOpt = Annotated[
 
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+        level=(logging.DEBUG if verbose else logging.INFO) if MAIN else logging.WARNING, format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False)], force=True,
     )
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
@@ -68,7 +71,7 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
     ]
-    with Progress(*cols, console=err_console, transient=False) as progress:
+    with Progress(*cols, console=err_console, transient=False, disable=not MAIN) as progress:
         task = progress.add_task(description, total=total, info="")
 
         def update(done: int, total: int | None = None, info: str = "") -> None:

@@ -78,6 +78,10 @@ class OnlineConfig(PolicyConfig):
     """Keep only prompts whose `split` field equals this (prompts without the field are split by hash); null = all."""
     limit: int | None = None
     """Use only the first N prompts (after the split filter)."""
+    episode_seeds: bool = False
+    """Seed each episode's sampling from (seed, step, episode index) instead of one stream for the batch, so the
+    episodes do not depend on how the batch is split over processes. Always on under several processes; set it
+    in one process to reproduce an N-process run."""
     reward: str = "scorer:toxicity"
     """Reward spec when no RewardFunction is passed: rm:FOLDER, classifier:MODEL, scorer:NAME or python:module:fn."""
     batch_size: int = 16

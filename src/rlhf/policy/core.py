@@ -12,6 +12,7 @@ from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, eo
 from rlhf.models.lora import merged_for_sampling
 from rlhf.models.policy import CausalPolicy
 from rlhf.models.reference import ReferencePolicy
+from rlhf.distributed import Runtime
 from rlhf.policy.experience import Rollout
 from rlhf.policy.losses import logprobs_and_entropy, logprobs_from_logits, masked_whiten
 from rlhf.reward.functions import RewardFunction
@@ -28,6 +29,8 @@ def generate_rollout(
 ) -> Rollout:
     """Sample one completion per prompt with the shared KV-cache sampler (left padding, EOS stop)."""
     ids, mask = encode_prompts(tokenizer, prompts, max_prompt_tokens, system_prompt)
+    device = next(model.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
     with merged_for_sampling(model.policy):
         out = sample(model.lm, ids, mask, sampling, eos_ids(tokenizer, model.lm), tokenizer.pad_token_id, generator)
     return Rollout(
@@ -40,6 +43,7 @@ def generate_rollout(
 def score_rollout(reward_fn: RewardFunction, rollout: Rollout) -> torch.Tensor:
     """Raw reward per completion: (B,) float32."""
     scores = torch.as_tensor(reward_fn(rollout.prompts, rollout.completions), dtype=torch.float32).flatten()
+    scores = scores.to(rollout.finished.device)
     if scores.numel() != len(rollout.completions):
         raise ValueError(f"reward {getattr(reward_fn, 'name', reward_fn)!r} returned {scores.numel()} scores for {len(rollout.completions)} completions")
     return scores
@@ -97,6 +101,39 @@ def forward_experience(
         torch.cat(lp) * mask, torch.cat(ref) * mask, torch.cat(values) * mask if values[0] is not None else None,
         torch.cat(ent) * mask,
     )
+
+
+def _pad(t: torch.Tensor, left: int, right: int, value: float | int) -> torch.Tensor:
+    """Pad the last dim of a (B, L) tensor with `left`/`right` columns of `value`."""
+    return torch.nn.functional.pad(t, (left, right), value=value) if left or right else t
+
+
+def gather_rollout(
+    rt: Runtime, r: Rollout, raw: torch.Tensor, fwd: ForwardStats, pad_id: int
+) -> tuple[Rollout, torch.Tensor, ForwardStats]:
+    """Every process's rollout shard (+ raw scores and forward stats) as one global batch, in rank order.
+
+    Prompts are re-padded on the left to the longest prompt and responses on the right to the longest
+    response, so the rows are exactly those of a one-process batch; in one process this is the identity.
+    """
+    if rt.world_size == 1:
+        return r, raw, fwd
+    P, T = rt.max(r.prompt_len), rt.max(r.response_mask.size(1))
+    dp, dt = P - r.prompt_len, T - r.response_mask.size(1)
+
+    def seq(x: torch.Tensor, value: int) -> torch.Tensor:  # (b, P_r + T_r) -> (B, P + T)
+        return rt.gather(torch.cat([_pad(x[:, : r.prompt_len], dp, 0, value), _pad(x[:, r.prompt_len :], 0, dt, value)], 1))
+
+    def resp(x: torch.Tensor | None) -> torch.Tensor | None:  # (b, T_r) -> (B, T)
+        return None if x is None else rt.gather(_pad(x, 0, dt, 0))
+
+    out = Rollout(
+        prompts=rt.gather_object(r.prompts), completions=rt.gather_object(r.completions),
+        sequences=seq(r.sequences, pad_id), attention_mask=seq(r.attention_mask, 0),
+        response_mask=resp(r.response_mask), finished=rt.gather(r.finished), prompt_len=P,
+    )
+    stats = ForwardStats(resp(fwd.old_logprobs), resp(fwd.ref_logprobs), resp(fwd.values), resp(fwd.entropy))
+    return out, rt.gather(raw), stats
 
 
 @dataclass

@@ -133,6 +133,8 @@ class DPOTrainer:
         self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
         self.train, self.held_out = split_train_eval(pairs, cfg.eval_fraction, cfg.seed)
         self.runtime = runtime or Runtime()
+        if self.runtime.world_size > 1:
+            raise ValueError("dpo runs in one process for now; launch it without accelerate (see docs/scale.md)")
         model.eval()  # no dropout: at step 0 the policy's log-probs equal the reference's exactly
         self.reference = ReferencePolicy(model.policy)
         self.params = [p for p in model.parameters() if p.requires_grad]

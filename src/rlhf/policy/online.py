@@ -1,9 +1,14 @@
 """One online step (PPO, RLOO, GRPO) as numbered phases, plus the exact-resume state. The loop is `rlhf.policy.train`.
 
 1 rollout (k samples per prompt) -> 2 score -> 3 old log-probs (+ values), reference log-probs ->
-4 KL per token -> 5 the algorithm's KL-shaped reward and advantages -> 6 epochs x minibatches with the
+(gather) -> 4 KL per token -> 5 the algorithm's KL-shaped reward and advantages -> 6 epochs x minibatches with the
 algorithm's loss (grad accumulation, clipping, non-finite guard) -> 7 KL controller update + metrics.
 Phases 1-4, 6 and 7 are shared; an algorithm (`OnlineAlgorithm`) supplies only 5 and its loss.
+
+Under N processes (`rlhf.distributed`) each process runs phases 1-3 on its shard of the prompts, then
+the shards are gathered: score processing, advantages (whitening, group baselines), the KL the
+controller sees and the metrics are computed on the global batch, identically in every process.
+Phase 6 gives each process its share of every minibatch; gradients are summed across processes.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
+from rlhf.config import ConfigError
 from rlhf.models.policy import CausalPolicy
 from rlhf.models.reference import ReferencePolicy
 from rlhf.policy.state import load_trainable, make_optimizer, restore_rng, rng_state, trainable_state
 from rlhf.policy.config import OnlineConfig
-from rlhf.policy.core import forward_experience, generate_rollout, process_scores, score_rollout
+from rlhf.policy.core import forward_experience, gather_rollout, generate_rollout, process_scores, score_rollout
 from rlhf.policy.experience import Experience, Scored
 from rlhf.policy.kl_control import make_kl_controller
 from rlhf.policy.losses import entropy_from_logits, kl_per_token, logprobs_from_logits, masked_mean
@@ -62,9 +68,16 @@ class OnlineTrainer:
         self.reference = ReferencePolicy(model.policy)  # before any update: a frozen copy when LoRA is off
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(algo.param_groups(model), cfg.weight_decay)
-        self.model, self.optimizer = self.runtime.prepare(self.model, self.optimizer)
+        rt = self.runtime
+        if rt.world_size > 1 and ((cfg.batch_size // algo.group_size) % rt.world_size or cfg.mini_batch_size % rt.world_size):
+            raise ValueError(
+                f"{rt.world_size} processes need batch_size / k prompts ({cfg.batch_size // algo.group_size}) and "
+                f"mini_batch_size ({cfg.mini_batch_size}) to be multiples of {rt.world_size}")
+        # `train_model` (DDP-wrapped under N processes) only for the gradient forward; `model` everywhere else.
+        self.train_model, self.optimizer = rt.prepare(self.model, self.optimizer)
         self.kl_ctl = make_kl_controller(
             cfg.kl_coef, cfg.adaptive_kl, cfg.target_kl, cfg.kl_horizon, (cfg.kl_coef_min, cfg.kl_coef_max))
+        self.episode_seeds = cfg.episode_seeds or rt.world_size > 1
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step_count = 0
@@ -84,28 +97,42 @@ class OnlineTrainer:
             self.data_pos += 1
         return out
 
+    def sampling_generators(self, first: int, n: int) -> torch.Generator | list[torch.Generator]:
+        """The batch's sampling stream, or (episode_seeds) one generator per episode first..first+n-1 of this step."""
+        if not self.episode_seeds:
+            return self.sample_gen
+        device = next(self.model.parameters()).device
+        return [torch.Generator(device).manual_seed((self.cfg.seed * 1_000_003 + self.step_count) * 1_000_003 + first + i)
+                for i in range(n)]
+
     # ------------------------------------------------------------------ one step
     def step(self) -> dict[str, Any]:
-        cfg, algo, t_start = self.cfg, self.algo, time.perf_counter()
+        cfg, algo, rt, t_start = self.cfg, self.algo, self.runtime, time.perf_counter()
         k = algo.group_size
-        batch = [p for p in self.next_prompts(cfg.batch_size // k) for _ in range(k)]  # a prompt's k samples adjacent
+        prompts = self.next_prompts(cfg.batch_size // k)  # the global batch's prompts, the same in every process
+        mine = rt.shard(len(prompts))
+        batch = [p for p in prompts[mine] for _ in range(k)]  # a prompt's k samples adjacent
 
-        # 1. Rollout: sample with the KV cache.
+        # 1. Rollout: sample this process's share with the KV cache.
         rollout = generate_rollout(
             self.model, self.tokenizer, [p.prompt for p in batch], cfg.sampling, cfg.max_prompt_tokens,
-            cfg.system_prompt, self.sample_gen,
+            cfg.system_prompt, self.sampling_generators(mine.start * k, len(batch)),
         )
         t_gen = time.perf_counter()
 
-        # 2. Score: the reward of each completion, optionally normalised / whitened / clipped.
+        # 2. Score: the reward of each completion.
         raw = score_rollout(self.reward_fn, rollout)
-        norm = getattr(self.reward_fn, "normalization", None) if cfg.normalize_reward else None
-        scores = process_scores(raw, rollout.finished, norm, cfg.whiten_rewards, cfg.reward_clip, cfg.missing_eos_penalty)
         t_score = time.perf_counter()
 
         # 3. Old log-probs (and values) from one forward, reference log-probs with the adapter off.
         chunk = cfg.forward_batch_size or cfg.micro_batch_size
         fwd = forward_experience(self.model, self.reference, rollout, cfg.sampling.temperature, chunk)
+
+        # Global batch: every process's shard, in rank order (the identity in one process). Scores are then
+        # normalised / whitened / clipped over the whole batch.
+        rollout, raw, fwd = gather_rollout(rt, rollout, raw, fwd, self.tokenizer.pad_token_id)
+        norm = getattr(self.reward_fn, "normalization", None) if cfg.normalize_reward else None
+        scores = process_scores(raw, rollout.finished, norm, cfg.whiten_rewards, cfg.reward_clip, cfg.missing_eos_penalty)
         mask = rollout.response_mask
 
         # 4. Per-token KL to the reference.
@@ -123,12 +150,12 @@ class OnlineTrainer:
 
         # 7. KL controller and metrics.
         kl_seq = ((fwd.old_logprobs - fwd.ref_logprobs) * mask).sum(-1)  # (B,) per-response k1 KL estimate
-        kl_mean = self.runtime.mean(float(kl_seq.mean()))
+        kl_mean = float(kl_seq.mean())  # global: the batch was gathered
         if math.isfinite(kl_mean):
-            self.kl_ctl.update(kl_mean, len(batch))
+            self.kl_ctl.update(kl_mean, len(rollout.completions))
         self.step_count += 1
         n_tokens = float(mask.sum())
-        gen_s = t_gen - t_start
+        gen_s = t_gen - t_start  # processes sample in parallel: global tokens over one process's sampling time
         return {
             "step": self.step_count,
             "episodes": self.step_count * cfg.batch_size,
@@ -140,11 +167,11 @@ class OnlineTrainer:
             "kl/beta": scored.beta,
             "entropy": float(masked_mean(fwd.entropy, mask)),
             **algo_metrics,
-            "response/length_mean": n_tokens / len(batch),
+            "response/length_mean": n_tokens / len(rollout.completions),
             "response/eos_fraction": float(rollout.finished.float().mean()),
             **train,
             "tokens_per_s": n_tokens / gen_s if gen_s > 0 else 0.0,
-            "episodes_per_s": len(batch) / (t_train - t_start),
+            "episodes_per_s": len(rollout.completions) / (t_train - t_start),
             "time/generate": gen_s,
             "time/score": t_score - t_gen,
             "time/forward": t_fwd - t_score,
@@ -156,13 +183,14 @@ class OnlineTrainer:
     def minibatch_forward(self, mb: Experience) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """New log-probs, values (with a value head) and entropy (when the loss needs it): (b, T) each."""
         temperature = self.cfg.sampling.temperature
-        out = self.model(mb.sequences, mb.attention_mask, mb.prompt_len, with_values=self.algo.uses_values)
+        out = self.train_model(mb.sequences, mb.attention_mask, mb.prompt_len, with_values=self.algo.uses_values)
         logprobs = logprobs_from_logits(out.logits, mb.responses, temperature)
         entropy = entropy_from_logits(out.logits, temperature) if self.algo.uses_entropy else None
         return logprobs, out.values, entropy
 
     def optimise(self, exp: Experience) -> dict[str, float]:
-        cfg = self.cfg
+        """Epochs x minibatches; each process takes its share of every minibatch, each row weighted 1 / minibatch."""
+        cfg, rt = self.cfg, self.runtime
         sums: dict[str, float] = {}
         updates = skipped = 0
         grad_norms: list[float] = []
@@ -171,13 +199,13 @@ class OnlineTrainer:
             for mb_idx in perm.split(cfg.mini_batch_size):
                 self.optimizer.zero_grad(set_to_none=True)
                 finite, stats = True, []
-                for micro_idx in mb_idx.split(cfg.micro_batch_size):
+                for micro_idx in mb_idx[rt.shard(len(mb_idx))].split(cfg.micro_batch_size):
                     mb = exp.select(micro_idx)
                     loss, s = self.algo.loss(mb, *self.minibatch_forward(mb))
-                    if not torch.isfinite(loss):
-                        finite = False  # non-finite guard: drop this whole minibatch update
+                    if not rt.all(bool(torch.isfinite(loss))):
+                        finite = False  # non-finite guard (in any process): drop this whole minibatch update
                         break
-                    self.runtime.backward(loss * len(micro_idx) / len(mb_idx))
+                    rt.backward(loss * len(micro_idx) / len(mb_idx))
                     stats.append(s)
                 if finite:
                     norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
@@ -193,7 +221,7 @@ class OnlineTrainer:
                 for s in stats:
                     for key, v in s.items():
                         sums[key] = sums.get(key, 0.0) + v / len(stats)
-        out = {key: v / updates for key, v in sums.items()} if updates else {}
+        out = {key: rt.mean(v / updates) for key, v in sums.items()} if updates else {}
         out |= {
             "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else float("nan"),
             "optimizer_steps": updates,
@@ -211,9 +239,14 @@ class OnlineTrainer:
             "optimizer": self.optimizer.state_dict(),
             "kl_ctl": self.kl_ctl.state_dict(),
             "rng": rng_state({"sample": self.sample_gen, "shuffle": self.shuffle_gen}),
+            "world_size": self.runtime.world_size,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if (saved := int(state.get("world_size", 1))) != self.runtime.world_size:
+            raise ConfigError(
+                f"the checkpoint was written by {saved} process(es) and this run has {self.runtime.world_size}: "
+                f"resume with {saved}, or use another out_dir / resume=false to start over")
         load_trainable(self.model, state["trainable"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_ctl.load_state_dict(state["kl_ctl"])

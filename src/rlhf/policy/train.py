@@ -25,7 +25,7 @@ from rlhf.policy.metrics import MetricsLog
 from rlhf.policy.online import OnlineTrainer
 from rlhf.policy.ppo import PPO, PPOConfig
 from rlhf.policy.rloo import RLOO, RLOOConfig
-from rlhf.policy.runtime import Runtime
+from rlhf.distributed import Runtime, make_runtime
 from rlhf.policy.state import load_checkpoint, save_checkpoint
 from rlhf.reward.functions import RewardFunction, load_reward_function
 from rlhf.types import PreferencePair, Prompt
@@ -134,8 +134,10 @@ def train_policy(
     `cfg.prompts`); DPO trains on `pairs` (default: read from `cfg.pairs`). `model`/`tokenizer` override
     `cfg.model` (a model already wrapped by peft is used as is). `on_step(metrics)` runs after every step;
     its dict also carries `steps_total`. Resumes from `out_dir/checkpoint.pt` when `cfg.resume` and it exists.
+    Under `accelerate launch` with N processes (`runtime` defaults to `make_runtime()`), every process trains
+    on its share and only rank 0 writes files and calls `on_step`.
     """
-    name, rt = algorithm_name(cfg), runtime or Runtime()
+    name, rt = algorithm_name(cfg), runtime or make_runtime()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -161,9 +163,9 @@ def train_policy(
                 metrics.log(m)
                 if cfg.checkpoint_every and trainer.step_count % cfg.checkpoint_every == 0:
                     save_checkpoint(trainer, cfg, ckpt)
-            if on_step is not None:
+            if on_step is not None and rt.is_main:
                 on_step(m | {"steps_total": trainer.total_steps})
-            if (r := stop_reason(cfg, m, time.perf_counter() - t0)) is not None:
+            if (r := stop_reason(cfg, m, rt.mean(time.perf_counter() - t0))) is not None:  # every process agrees
                 reason = r
                 log.info("step %d: stopping (%s)", trainer.step_count, r)
                 break
