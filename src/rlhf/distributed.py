@@ -52,6 +52,9 @@ class Runtime:
         """The mean of a per-process scalar over all processes (an all-reduce)."""
         return value
 
+    def sum(self, value: float) -> float:
+        return value
+
     def max(self, value: int) -> int:
         return value
 
@@ -66,6 +69,10 @@ class Runtime:
     def gather_object(self, items: list) -> list:
         """Concatenate every process's list, in rank order."""
         return items
+
+    def gather_ragged(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`gather` for 1-D tensors whose length differs between processes."""
+        return tensor
 
     def barrier(self) -> None:
         pass
@@ -98,6 +105,10 @@ class AccelerateRuntime(Runtime):
         t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
         return float(self.acc.reduce(t, "mean"))
 
+    def sum(self, value: float) -> float:
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        return float(self.acc.reduce(t, "sum"))
+
     def max(self, value: int) -> int:
         return int(self.gather(torch.tensor([int(value)], device=self.device)).max())
 
@@ -111,6 +122,9 @@ class AccelerateRuntime(Runtime):
         from accelerate.utils import gather_object
 
         return gather_object(list(items))
+
+    def gather_ragged(self, tensor: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(self.gather_object(tensor.tolist()), dtype=tensor.dtype)
 
     def barrier(self) -> None:
         self.acc.wait_for_everyone()

@@ -3,10 +3,15 @@
 Per step: a length-grouped batch of B pairs -> one forward of 2B rows -> pairwise loss -> AdamW.
 Every evaluation writes a checkpoint (weights, optimizer, scheduler, RNG, step = data position) and
 keeps the weights with the best eval loss; the saved model is that best one.
+
+Under `accelerate launch` (`rlhf.distributed`) each process takes its share of every batch (the losses of
+the shares add up to the batch's loss; gradients are summed), evaluation scores are gathered from every
+process so the metrics cover the whole eval set, and only rank 0 writes files and calls `on_step`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -20,6 +25,7 @@ import torch
 
 from rlhf.config import save_config, to_dict
 from rlhf.data import DataError, JsonlAppender, read_pairs, write_json, write_jsonl
+from rlhf.distributed import Runtime, make_runtime
 from rlhf.reward.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint, trainable_state
 from rlhf.reward.config import RewardTrainConfig
 from rlhf.reward.data import EncodedPair, collate_pairs, length_grouped_batches
@@ -78,6 +84,8 @@ class RewardTrainResult:
     """Metrics on the test split (never trained on, never used to choose a checkpoint); None without one."""
     test_accuracy_ci: tuple[float, float] | None = None
     """95% bootstrap CI of the test accuracy, resampling prompts (a prompt's pairs are not independent)."""
+    model: RewardModel | None = None
+    """The saved reward model, still in memory (every process holds the same weights)."""
 
     @property
     def eval_accuracy(self) -> float | None:
@@ -119,12 +127,22 @@ def hold_out_prompts(pairs: Sequence[PreferencePair], fraction: float, seed: int
     return [p for p in pairs if p.prompt not in held], [p for p in pairs if p.prompt in held]
 
 
+def score_pairs(rm: RewardModel, enc: Sequence[EncodedPair], batch_size: int, rt: Runtime | None = None):
+    """(r_chosen, r_rejected) of every pair, in order; under N processes each scores every N-th pair."""
+    if rt is None or rt.world_size == 1:
+        return rm.score_pairs(enc, batch_size)
+    idx = list(range(rt.rank, len(enc), rt.world_size))
+    rc, rr = rm.score_pairs([enc[i] for i in idx], batch_size) if idx else (torch.empty(0), torch.empty(0))
+    rows = sorted(rt.gather_object(list(zip(idx, rc.tolist(), rr.tolist()))))
+    return torch.tensor([r[1] for r in rows]), torch.tensor([r[2] for r in rows])
+
+
 def accuracy_with_ci(rm: RewardModel, pairs: Sequence[PreferencePair], enc: Sequence[EncodedPair], batch_size: int,
-                     seed: int) -> tuple[PairMetrics, tuple[float, float]]:
+                     seed: int, rt: Runtime | None = None) -> tuple[PairMetrics, tuple[float, float]]:
     """Test metrics and the 95% CI of accuracy from a cluster bootstrap over prompts."""
     from rlhf.evaluate.metrics import bootstrap_mean
 
-    rc, rr = rm.score_pairs(enc, batch_size)
+    rc, rr = score_pairs(rm, enc, batch_size, rt)
     d = (rc - rr).double()
     correct = ((d > 0).double() + 0.5 * (d == 0).double()).tolist()
     est = bootstrap_mean(correct, seed=seed, groups=[p.prompt for p in pairs])
@@ -149,8 +167,9 @@ def encode(rm: RewardModel, pairs: Sequence[PreferencePair], margin: float) -> l
     )
 
 
-def evaluate(rm: RewardModel, pairs: Sequence[EncodedPair], batch_size: int = 64) -> PairMetrics:
-    return pair_metrics(*rm.score_pairs(pairs, batch_size))
+def evaluate(rm: RewardModel, pairs: Sequence[EncodedPair], batch_size: int = 64, rt: Runtime | None = None) -> PairMetrics:
+    """Metrics over all of `pairs` (scored by every process under N processes)."""
+    return pair_metrics(*score_pairs(rm, pairs, batch_size, rt))
 
 
 # ------------------------------------------------------------------------------------ setup
@@ -209,31 +228,47 @@ def _schedule(total: int, warmup: int) -> Callable[[int], float]:
 # ------------------------------------------------------------------------------------ training
 
 
-def _train_step(rm: RewardModel, opt, sched, pairs: Sequence[EncodedPair], cfg: RewardTrainConfig):
-    """One optimizer step; returns (loss, r_chosen - r_rejected (B,), grad norm)."""
-    batch = collate_pairs(pairs, rm.pad_id, rm.padding_side)
-    r = rm(batch.tokens)  # (2B,): chosen rows, then rejected rows, in one forward pass
-    rc, rr = r[: len(pairs)], r[len(pairs) :]  # (B,), (B,)
-    loss = preference_loss(rc, rr, batch.margins, batch.weights, cfg.center_coef)
+def _train_step(model, rm: RewardModel, opt, sched, pairs: Sequence[EncodedPair], cfg: RewardTrainConfig, rt: Runtime):
+    """One optimizer step on a global batch; returns (loss, r_chosen - r_rejected (B,), grad norm) of the whole batch.
+
+    `model` is `rm` as the runtime prepared it (DDP under N processes); each process takes every N-th pair.
+    """
+    mine, totals = list(pairs), None
+    if rt.world_size > 1:
+        mine = list(pairs[rt.rank :: rt.world_size])
+        totals = (sum(p.weight for p in pairs), len(pairs))
+    empty = not mine  # a batch smaller than N: this process still runs (DDP syncs every backward) with weight 0
+    batch = collate_pairs(mine or list(pairs[:1]), rm.pad_id, rm.padding_side)
+    r = model(batch.tokens)  # (2b,): chosen rows, then rejected rows, in one forward pass
+    rc, rr = r[: batch.num_pairs], r[batch.num_pairs :]  # (b,), (b,)
+    loss = preference_loss(rc, rr, batch.margins, batch.weights, cfg.center_coef, totals) * (0.0 if empty else 1.0)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    rt.backward(loss)
     gnorm = torch.nn.utils.clip_grad_norm_(rm.model.parameters(), cfg.max_grad_norm or math.inf)
     opt.step()
     sched.step()
-    return float(loss.detach()), (rc - rr).detach(), float(gnorm)
+    d = (rc - rr).detach()[: len(mine)]
+    return rt.sum(float(loss.detach())), rt.gather_ragged(d), float(gnorm)
 
 
 def train_reward_model(
     cfg: RewardTrainConfig,
     pairs: Sequence[PreferencePair] | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
+    runtime: Runtime | None = None,
 ) -> RewardTrainResult:
-    """Train (or resume) a reward model into `cfg.out_dir`; `pairs` overrides `cfg.pairs`."""
+    """Train (or resume) a reward model into `cfg.out_dir`; `pairs` overrides `cfg.pairs`.
+
+    Under `accelerate launch` with N processes (`runtime` defaults to `make_runtime()`) the processes share
+    every batch; only rank 0 writes files and calls `on_step`; every process returns the same result.
+    """
+    rt = runtime or make_runtime()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "reward.yaml")
+    if rt.is_main:
+        save_config(cfg, out / "reward.yaml")
 
     # 1. data: clean, split (by prompt), tokenise once
     all_pairs = _clean(read_pairs(cfg.pairs) if pairs is None else list(pairs), cfg.pairs if pairs is None else "pairs")
@@ -257,6 +292,7 @@ def train_reward_model(
     total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     opt = _optimizer(rm, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, round(cfg.warmup_ratio * total)))
+    model, opt = rt.prepare(rm, opt)
     eval_every = cfg.eval_every or steps_per_epoch
     save_every = cfg.save_every or eval_every
     ckpt_dir = out / "checkpoint"
@@ -266,7 +302,7 @@ def train_reward_model(
     if cfg.resume and (ckpt_dir / "state.pt").exists():
         state = load_checkpoint(ckpt_dir, rm.model, opt, sched, chash)
         log.info("resuming from step %d", state["step"])
-    elif ckpt_dir.exists():
+    elif ckpt_dir.exists() and rt.is_main:
         for f in ckpt_dir.iterdir():
             f.unlink()
     resumed_from = state["step"]
@@ -277,9 +313,10 @@ def train_reward_model(
     if metrics_path.exists() and resumed_from:
         with JsonlAppender(metrics_path) as previous:
             old = previous.records
-    write_jsonl(metrics_path, [r for r in old if r["step"] <= resumed_from])
+    if rt.is_main:
+        write_jsonl(metrics_path, [r for r in old if r["step"] <= resumed_from])
     tb = None
-    if cfg.tensorboard:
+    if cfg.tensorboard and rt.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
         tb = SummaryWriter(str(out / "tb"), purge_step=resumed_from + 1 if resumed_from else None)
@@ -287,7 +324,7 @@ def train_reward_model(
     # 4. the loop
     rm.train()
     step = state["step"]
-    with JsonlAppender(metrics_path) as mlog:
+    with JsonlAppender(metrics_path) if rt.is_main else contextlib.nullcontext() as mlog:
         while step < total and not state["stopped"]:
             epoch, pos = divmod(step, steps_per_epoch)
             batches = length_grouped_batches(lengths, cfg.batch_size, seed=cfg.seed * 100_003 + epoch)
@@ -295,7 +332,7 @@ def train_reward_model(
                 if step >= total:
                     break
                 t0 = time.perf_counter()
-                loss_val, d, gnorm = _train_step(rm, opt, sched, [train_enc[i] for i in idx], cfg)
+                loss_val, d, gnorm = _train_step(model, rm, opt, sched, [train_enc[i] for i in idx], cfg, rt)
                 step += 1
                 dt = time.perf_counter() - t0
                 state["train_seconds"] += dt
@@ -309,19 +346,20 @@ def train_reward_model(
 
                 metrics = None
                 if eval_enc and (step % eval_every == 0 or step == total):
-                    metrics = evaluate(rm, eval_enc, cfg.eval_batch_size)
+                    metrics = evaluate(rm, eval_enc, cfg.eval_batch_size, rt)
                     _log(mlog, tb, {"step": step, "split": "eval", "loss": metrics.loss, "accuracy": metrics.accuracy,
                                     "margin": metrics.mean_margin, "ece": metrics.ece})
                     if metrics.loss < state["best_loss"]:
                         state.update(best_loss=metrics.loss, best_step=step, bad_evals=0)
-                        atomic_torch_save(trainable_state(rm.model), ckpt_dir / "best.pt")
+                        if rt.is_main:
+                            atomic_torch_save(trainable_state(rm.model), ckpt_dir / "best.pt")
                     else:
                         state["bad_evals"] += 1
                         patience_out = cfg.patience is not None and state["bad_evals"] >= cfg.patience
                         state["stopped"] = patience_out and step < total
-                if metrics is not None or step % save_every == 0 or step == total or state["stopped"]:
+                if rt.is_main and (metrics is not None or step % save_every == 0 or step == total or state["stopped"]):
                     save_checkpoint(ckpt_dir, rm.model, opt, sched, dict(state, step=step), chash)
-                if on_step:
+                if on_step and rt.is_main:
                     on_step(StepInfo(step, total, step / steps_per_epoch, loss_val, acc, lr, metrics))
                 if state["stopped"]:
                     log.info("early stop at step %d (best eval loss at step %d)", step, state["best_step"])
@@ -330,23 +368,27 @@ def train_reward_model(
         tb.close()
 
     # 5. the saved model: best eval loss (or last), LoRA merged; its eval metrics and reward statistics
+    rt.barrier()  # rank 0 has written best.pt
     if eval_enc and (ckpt_dir / "best.pt").exists():
         rm.model.load_state_dict(torch.load(ckpt_dir / "best.pt", weights_only=True), strict=False)
     if peft_model is not None:
         rm.model = peft_model.merge_and_unload()
-    final_eval = evaluate(rm, eval_enc, cfg.eval_batch_size) if eval_enc else None
-    rm.save_pretrained(out)
+    final_eval = evaluate(rm, eval_enc, cfg.eval_batch_size, rt) if eval_enc else None
     ref = train_enc[: cfg.stats_pairs]
-    rc, rr = rm.score_pairs(ref, cfg.eval_batch_size)
+    rc, rr = score_pairs(rm, ref, cfg.eval_batch_size, rt)
     rewards = torch.cat([rc, rr])
     mean, std = float(rewards.mean()), float(rewards.std()) if len(rewards) > 1 else 1.0
-    write_json(out / STATS_FILE, {"mean": mean, "std": std, "n": len(rewards),
-                                  "reference": f"chosen and rejected of the first {len(ref)} training pairs"})
-    if final_eval is not None:
+    if rt.is_main:
+        rm.save_pretrained(out)
+        write_json(out / STATS_FILE, {"mean": mean, "std": std, "n": len(rewards),
+                                      "reference": f"chosen and rejected of the first {len(ref)} training pairs"})
+    if final_eval is not None and rt.is_main:
         write_json(out / "eval_metrics.json", final_eval.to_dict() | {"best_step": state["best_step"]})
     test, test_ci = None, None
     if test_pairs:
-        test, test_ci = accuracy_with_ci(rm, test_pairs, encode(rm, test_pairs, cfg.margin), cfg.eval_batch_size, cfg.seed)
+        test, test_ci = accuracy_with_ci(rm, test_pairs, encode(rm, test_pairs, cfg.margin), cfg.eval_batch_size,
+                                         cfg.seed, rt)
+    if test_pairs and rt.is_main:
         write_json(out / "test_metrics.json", test.to_dict() | {
             "accuracy_ci": list(test_ci), "prompts": len({p.prompt for p in test_pairs}),
             "note": "test prompts were used neither for training nor for choosing the checkpoint"})
@@ -358,10 +400,13 @@ def train_reward_model(
         stopped_early=bool(state["stopped"]), resumed_from=resumed_from, train_seconds=train_seconds,
         pairs_per_s=state["pairs_done"] / max(train_seconds, 1e-9),
         test_pairs=len(test_pairs), test_prompts=len({p.prompt for p in test_pairs}), test=test, test_accuracy_ci=test_ci,
+        model=rm,
     )
 
 
-def _log(mlog: JsonlAppender, tb, rec: dict) -> None:
+def _log(mlog: JsonlAppender | None, tb, rec: dict) -> None:
+    if mlog is None:  # not rank 0
+        return
     mlog.append(rec)
     if tb is not None:
         for k, v in rec.items():
