@@ -29,6 +29,9 @@ class SamplingConfig:
     """Nucleus sampling: keep the smallest token set whose probability reaches top_p."""
     top_k: int = 0
     """Keep only the k most likely tokens (0 = off)."""
+    backend: str = "auto"
+    """Sampler (rlhf.generator): hf (the KV-cache sampler below), vllm (needs vllm and a CUDA GPU), or auto (vllm
+    when both are present, else hf)."""
 
 
 @dataclass
@@ -218,6 +221,8 @@ def generate_completions(
     on_batch: Callable[[list[Generation], GenerationStats], None] | None = None,
 ) -> GenerationStats:
     """Sample `num_completions` per prompt in length-sorted batches; `on_batch` receives each batch's records."""
+    from rlhf.generator import generate  # the backend sampling.backend selects
+
     stats = GenerationStats()
     per_batch = max(1, batch_size // num_completions)
     lengths = [len(tokenizer(format_prompt(tokenizer, p.prompt, system), add_special_tokens=False)["input_ids"]) for p in prompts]
@@ -229,7 +234,7 @@ def generate_completions(
         ids, mask = encode_prompts(tokenizer, texts, max_prompt_tokens, system)
         gen = torch.Generator().manual_seed(_seed_for(seed, [p.id for p in batch]))
         t0 = time.perf_counter()
-        out = sample(model, ids, mask, sampling, eos, pad, gen)
+        out = generate(model, ids, mask, sampling, eos, pad, gen)
         stats.seconds += time.perf_counter() - t0
         stats.tokens += int(out.response_mask.sum())
         texts_out = decode_responses(tokenizer, out)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from rlhf.evaluate.metrics import Estimate, bootstrap_mean
-from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, eos_ids, sample
+from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, eos_ids
+from rlhf.generator import generate
 from rlhf.models.registry import DEFAULT_REWARD_TRUNK, resolve
 
 
@@ -125,7 +126,7 @@ def sample_texts(model, tok, prompts: Sequence[str], sampling: SamplingConfig, s
     for k, i in enumerate(range(0, len(prompts), batch_size)):
         ids, mask = encode_prompts(tok, prompts[i : i + batch_size], 512)
         gen = torch.Generator().manual_seed(seed + k)
-        texts += decode_responses(tok, sample(model, ids, mask, sampling, eos_ids(tok, model), tok.pad_token_id, gen))
+        texts += decode_responses(tok, generate(model, ids, mask, sampling, eos_ids(tok, model), tok.pad_token_id, gen))
     return texts
 
 

@@ -20,7 +20,8 @@ from rlhf.config import save_config
 from rlhf.constitutional.constitution import Constitution, Principle, load_constitution, pick_principle  # noqa: F401
 from rlhf.constitutional.prompts import critique_messages, format_conversation, revision_messages
 from rlhf.data import JsonlAppender, read_prompts, resolve_prompts, write_jsonl
-from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, encode_texts, eos_ids, sample
+from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, encode_texts, eos_ids
+from rlhf.generator import generate
 from rlhf.models.registry import DEFAULT_POLICY, load_causal_lm
 from rlhf.types import Prompt
 
@@ -82,7 +83,7 @@ def _generator(prompts: Sequence[Prompt], seed: int) -> torch.Generator:
 
 def _continue(model, tok, texts: list[str], sampling: SamplingConfig, max_tokens: int, gen: torch.Generator) -> list[str]:
     ids, mask = encode_texts(tok, texts, max_tokens)
-    return decode_responses(tok, sample(model, ids, mask, sampling, eos_ids(tok, model), tok.pad_token_id, gen))
+    return decode_responses(tok, generate(model, ids, mask, sampling, eos_ids(tok, model), tok.pad_token_id, gen))
 
 
 def critique_and_revise(
@@ -98,7 +99,7 @@ def critique_and_revise(
     (pm, ptok), (cm, ctok) = policy, critic
     # 1. answer
     ids, mask = encode_prompts(ptok, [p.prompt for p in prompts], cfg.max_prompt_tokens)
-    answers = decode_responses(ptok, sample(pm, ids, mask, cfg.sampling, eos_ids(ptok, pm), ptok.pad_token_id, gen))
+    answers = decode_responses(ptok, generate(pm, ids, mask, cfg.sampling, eos_ids(ptok, pm), ptok.pad_token_id, gen))
     # 2. critique
     convs = [critique_messages(p.prompt, a, pr, examples) for p, a, pr in zip(prompts, answers, chosen)]
     critiques = _continue(cm, ctok, [format_conversation(ctok, c, cfg.max_context_tokens) for c in convs], csamp, cfg.max_context_tokens, gen)

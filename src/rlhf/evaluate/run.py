@@ -23,7 +23,8 @@ from rlhf.config import ConfigError, save_config
 from rlhf.data import read_prompts, resolve_prompts, write_json, write_jsonl
 from rlhf.evaluate.metrics import bootstrap_mean, paired_bootstrap, paired_bootstrap_distinct, win_rate
 from rlhf.evaluate.verdict import VerdictRules, decide, hacking_check
-from rlhf.generation import SampleOutput, SamplingConfig, decode_responses, encode_prompts, eos_ids, response_logprobs, sample
+from rlhf.generation import SampleOutput, SamplingConfig, decode_responses, encode_prompts, eos_ids, response_logprobs
+from rlhf.generator import generate
 from rlhf.models.lora import merged_for_sampling
 from rlhf.models.registry import DEFAULT_POLICY, load_causal_lm, resolve
 from rlhf.reward.functions import RewardFunction, load_reward_function
@@ -179,7 +180,7 @@ def sample_policy(model, tok, prompts: list[str], sampling: SamplingConfig, rs: 
     eos = eos_ids(tok, model)
     for i in range(0, len(prompts), batch_size):
         ids, mask = encode_prompts(tok, prompts[i : i + batch_size], rs.max_prompt_tokens, rs.system_prompt)
-        out = sample(model, ids, mask, sampling, eos, tok.pad_token_id, torch.Generator().manual_seed(seed + i))
+        out = generate(model, ids, mask, sampling, eos, tok.pad_token_id, torch.Generator().manual_seed(seed + i))
         outs.append(out)
         texts += decode_responses(tok, out)
         if on_batch:

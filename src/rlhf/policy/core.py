@@ -8,8 +8,8 @@ from typing import Sequence
 
 import torch
 
-from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, eos_ids, sample
-from rlhf.models.lora import merged_for_sampling
+from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, eos_ids
+from rlhf.generator import generate, sampling_context
 from rlhf.models.policy import CausalPolicy
 from rlhf.models.reference import ReferencePolicy
 from rlhf.distributed import Runtime
@@ -27,12 +27,12 @@ def generate_rollout(
     system_prompt: str | None = None,
     generator: torch.Generator | None = None,
 ) -> Rollout:
-    """Sample one completion per prompt with the shared KV-cache sampler (left padding, EOS stop)."""
+    """Sample one completion per prompt with the configured generator (default: the KV-cache sampler)."""
     ids, mask = encode_prompts(tokenizer, prompts, max_prompt_tokens, system_prompt)
     device = next(model.parameters()).device
     ids, mask = ids.to(device), mask.to(device)
-    with merged_for_sampling(model.policy):
-        out = sample(model.lm, ids, mask, sampling, eos_ids(tokenizer, model.lm), tokenizer.pad_token_id, generator)
+    with sampling_context(model.policy, sampling.backend):
+        out = generate(model.lm, ids, mask, sampling, eos_ids(tokenizer, model.lm), tokenizer.pad_token_id, generator)
     return Rollout(
         prompts=list(prompts), completions=decode_responses(tokenizer, out), sequences=out.sequences,
         attention_mask=out.attention_mask, response_mask=out.response_mask, finished=out.finished,

@@ -21,6 +21,7 @@ from typing import Any, Protocol, Sequence
 import torch
 
 from rlhf.config import ConfigError
+from rlhf.generator import sync_weights
 from rlhf.models.policy import CausalPolicy
 from rlhf.models.reference import ReferencePolicy
 from rlhf.policy.state import load_trainable, make_optimizer, restore_rng, rng_state, trainable_state
@@ -144,8 +145,9 @@ class OnlineTrainer:
         exp, algo_metrics = algo.advantages(scored)
         t_fwd = time.perf_counter()
 
-        # 6. Epochs x minibatches with the algorithm's loss.
+        # 6. Epochs x minibatches with the algorithm's loss; a generator holding its own weights (vLLM) reloads them.
         train = self.optimise(exp)
+        sync_weights(self.model.lm, cfg.sampling.backend)
         t_train = time.perf_counter()
 
         # 7. KL controller and metrics.
