@@ -2,10 +2,13 @@
 
 Used by constitutional AI's supervised stage (fine-tune on the model's own revisions), and usable
 on any prompt/response JSONL. LoRA by default; the adapter is saved in peft's format.
+Under `accelerate launch` (`rlhf.distributed`) the processes share every batch (each takes every N-th
+example; the shares' losses add up to the batch's token-mean loss) and only rank 0 writes files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -18,6 +21,7 @@ import torch
 
 from rlhf.config import save_config
 from rlhf.data import DataError, JsonlAppender, read_records
+from rlhf.distributed import Runtime, make_runtime
 from rlhf.generation import format_prompt
 from rlhf.models.lora import LoraSettings, apply_lora, save_adapter
 from rlhf.models.registry import DEFAULT_POLICY, load_causal_lm
@@ -105,11 +109,20 @@ def collate(examples: Sequence[tuple[list[int], int]], pad_id: int) -> SFTBatch:
     return SFTBatch(ids, mask, labels)
 
 
-def response_nll(model, batch: SFTBatch) -> torch.Tensor:
-    """Mean next-token NLL over response tokens only (scalar)."""
+def response_nll(model, batch: SFTBatch, total_tokens: int | None = None) -> torch.Tensor:
+    """Mean next-token NLL over response tokens only (scalar); with `total_tokens`, the sum over this batch
+    divided by the response tokens of the whole batch this one is a process's share of."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]  # (B, L-1, V)
     targets = batch.labels[:, 1:]  # (B, L-1)
-    return torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100)
+    if total_tokens is None:
+        return torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100)
+    nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="sum")
+    return nll / max(total_tokens, 1)
+
+
+def response_tokens(examples: Sequence[tuple[list[int], int]]) -> int:
+    """Tokens `response_nll` averages over: response positions that have a preceding token."""
+    return sum(len(seq) - max(n_prompt, 1) for seq, n_prompt in examples)
 
 
 def train_sft(
@@ -117,14 +130,18 @@ def train_sft(
     records: Sequence[tuple[str, str]] | None = None,
     model_and_tokenizer: tuple | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    runtime: Runtime | None = None,
 ) -> SFTResult:
-    """Fine-tune on (prompt, response) pairs; `records` overrides `cfg.data`."""
+    """Fine-tune on (prompt, response) pairs; `records` overrides `cfg.data`. Under N processes (`runtime`
+    defaults to `make_runtime()`) only rank 0 writes files and calls `on_step`."""
+    rt = runtime or make_runtime()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "sft.yaml")
+    if rt.is_main:
+        save_config(cfg, out / "sft.yaml")
     records = list(records) if records is not None else read_sft_records(cfg.data)
     model, tok = model_and_tokenizer or load_causal_lm(cfg.model)
     if cfg.lora.enabled:
@@ -133,13 +150,15 @@ def train_sft(
     examples = [encode_example(tok, p, r, cfg.max_length, cfg.system_prompt) for p, r in records]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    train_model, opt = rt.prepare(model, opt)
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = max(1, round(cfg.epochs * steps_per_epoch))
     rng = random.Random(cfg.seed)
     order: list[int] = []
     losses = []
-    (out / "metrics.jsonl").unlink(missing_ok=True)  # no resume: a re-run starts over
-    with JsonlAppender(out / "metrics.jsonl") as mlog:
+    if rt.is_main:
+        (out / "metrics.jsonl").unlink(missing_ok=True)  # no resume: a re-run starts over
+    with JsonlAppender(out / "metrics.jsonl") if rt.is_main else contextlib.nullcontext() as mlog:
         for step in range(1, total + 1):
             if len(order) < cfg.batch_size:
                 fresh = list(range(len(examples)))
@@ -147,25 +166,32 @@ def train_sft(
                 order += fresh
             idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
             t0 = time.perf_counter()
-            loss = response_nll(model, collate([examples[i] for i in idx], tok.pad_token_id))
+            if rt.world_size == 1:
+                loss = response_nll(train_model, collate([examples[i] for i in idx], tok.pad_token_id))
+            else:  # every N-th example; a process left without one runs the first at weight 0 (DDP syncs every backward)
+                mine = [examples[i] for i in idx[rt.rank :: rt.world_size]]
+                share = response_nll(train_model, collate(mine or [examples[idx[0]]], tok.pad_token_id),
+                                     response_tokens([examples[i] for i in idx]))
+                loss = share * (1.0 if mine else 0.0)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            rt.backward(loss)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            losses.append(loss.item())
-            mlog.append({"step": step, "loss": losses[-1], "seconds": time.perf_counter() - t0})
-            if on_step:
+            losses.append(rt.sum(loss.item()))
+            if mlog is not None:
+                mlog.append({"step": step, "loss": losses[-1], "seconds": time.perf_counter() - t0})
+            if on_step and rt.is_main:
                 on_step(step, total, losses[-1])
-    if cfg.lora.enabled:
-        policy_dir = save_adapter(model, out / "adapter", tok)
+    policy_dir = out / ("adapter" if cfg.lora.enabled and not cfg.merge else "policy")
+    if rt.is_main and cfg.lora.enabled:
+        save_adapter(model, out / "adapter", tok)
         if cfg.merge:
-            policy_dir = out / "policy"
             merged = model.merge_and_unload()
             merged.save_pretrained(policy_dir)
             tok.save_pretrained(policy_dir)
-    else:
-        policy_dir = out / "policy"
+    elif rt.is_main:
         model.save_pretrained(policy_dir)
         tok.save_pretrained(policy_dir)
+    rt.barrier()  # the saved model is there when any process returns
     log.info("SFT: %d steps, loss %.3f -> %.3f; saved %s", total, losses[0], losses[-1], policy_dir)
     return SFTResult(out, policy_dir, total, losses)

@@ -192,6 +192,7 @@ def train_policy(
             "algorithm": name, "steps": trainer.step_count, "stop_reason": reason, "complete": reason != "time_limit",
             "policy_dir": str(policy_dir), "final": _finite(final), "closing": _finite(closing),
         })
+    rt.barrier()  # the saved policy is there when any process returns
     return PolicyResult(
         name, out, trainer.step_count, reason, reason != "time_limit", history, policy_dir, out / "metrics.jsonl",
         config_path, policy, tok, closing, value_path,

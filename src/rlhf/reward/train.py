@@ -394,6 +394,7 @@ def train_reward_model(
             "note": "test prompts were used neither for training nor for choosing the checkpoint"})
         log.info("reward model: test accuracy %.3f [%.3f, %.3f] on %d pairs", test.accuracy, *test_ci, len(test_pairs))
     train_seconds = state["train_seconds"]
+    rt.barrier()  # the saved model is there when any process returns
     return RewardTrainResult(
         out_dir=out, steps=step, best_step=state["best_step"] if eval_enc else step, total_steps=total,
         train_pairs=len(train_enc), eval_pairs=len(eval_enc), eval=final_eval, normalization=(mean, std),
