@@ -17,11 +17,13 @@ The contract the trainers rely on:
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Sequence
 
 import torch
 
+log = logging.getLogger(__name__)
 
 class Runtime:
     """One process: the identity everywhere."""
@@ -85,6 +87,10 @@ class AccelerateRuntime(Runtime):
         from accelerate import Accelerator
 
         self.acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        kind = str(self.acc.distributed_type).rsplit(".", 1)[-1]
+        if kind in ("FSDP", "DEEPSPEED") and self.acc.is_main_process:
+            log.warning("%s is not verified with rlhf (only DDP is tested); sampling and evaluation run on the "
+                        "unwrapped model and need its full parameters: see docs/scale.md", kind)
         self.is_main = self.acc.is_main_process
         self.world_size, self.rank = self.acc.num_processes, self.acc.process_index
 
