@@ -25,6 +25,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
+
 class Runtime:
     """One process: the identity everywhere."""
 
@@ -150,7 +151,3 @@ def make_runtime() -> Runtime:
     """AccelerateRuntime under a multi-process launch, else the single-process Runtime."""
     return AccelerateRuntime() if launched_world_size() > 1 else Runtime()
 
-
-def split_evenly(items: Sequence, rt: Runtime) -> list:
-    """This process's share of `items` for work whose results are gathered back (strided, any length)."""
-    return list(items[rt.rank :: rt.world_size])
