@@ -1,4 +1,4 @@
-"""Tiny PPO and GRPO runs; under `accelerate launch` every process saves the weights it ends with (weights_rank{R}.pt)."""
+"""Tiny PPO, GRPO and DPO runs; under `accelerate launch` every process saves the weights it ends with (weights_rank{R}.pt)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from policy.helpers import PROMPTS, count_e, tiny_cfg, tiny_policy  # noqa: E402
 from tiny import tiny_tokenizer  # noqa: E402
 
+from rlhf.config import load_config  # noqa: E402
 from rlhf.distributed import make_runtime  # noqa: E402
+from rlhf.policy.dpo import DPOConfig  # noqa: E402
 from rlhf.policy.grpo import GRPOConfig  # noqa: E402
 from rlhf.policy.state import trainable_state  # noqa: E402
 from rlhf.policy.train import train_policy  # noqa: E402
+from rlhf.types import PreferencePair  # noqa: E402
 
 # Global batch 8, minibatch 4 in micro-batches of 2: a process's share of a minibatch is exactly one
 # micro-batch of the one-process run. Reward whitening makes the scores depend on the whole batch; GRPO's
@@ -23,7 +26,17 @@ from rlhf.policy.train import train_policy  # noqa: E402
 OVERRIDES = ("episode_seeds=true", "grad_accum_steps=2", "max_steps=2", "whiten_rewards=true", "lora.r=2")
 
 
+# DPO: 'e'-rich chosen vs 'e'-free rejected, unequal weights (the batch's weighted mean spans both processes).
+PAIRS = [PreferencePair(f"prompt {i} {t}", c, r, weight=0.5 + i % 3) for i, (t, c, r) in enumerate(
+    [("hot house", "the tree", "a dog"), ("thank you", "see here please", "shut up"), ("love", "there", "good")] * 8)]
+
+
 def config(algo: str, out: Path, *extra: str):
+    if algo == "dpo":
+        return load_config(DPOConfig, None, [
+            f"out_dir={out}", "batch_size=8", "grad_accum_steps=2", "max_steps=2", "max_prompt_tokens=64",
+            "tensorboard=false", "checkpoint_every=0", "lora.r=2", "sampling.max_new_tokens=6", "lr=3e-3",
+            "eval_fraction=0.2", "kl_prompts=4", *extra])
     cfg = tiny_cfg(out, *OVERRIDES, *extra)
     if algo == "grpo":
         shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name in GRPOConfig.__dataclass_fields__}
@@ -35,12 +48,12 @@ def run(algo: str, out: Path, *extra: str):
     torch.set_num_threads(1)
     tok = tiny_tokenizer()
     rt = make_runtime()
-    res = train_policy(config(algo, out, *extra), count_e, model=tiny_policy(tok), tokenizer=tok, prompts=PROMPTS,
-                       runtime=rt)
+    res = train_policy(config(algo, out, *extra), None if algo == "dpo" else count_e, model=tiny_policy(tok),
+                       tokenizer=tok, prompts=PROMPTS, pairs=PAIRS, runtime=rt)
     torch.save(trainable_state(res.model), out / f"weights_rank{rt.rank}.pt")
     return res
 
 
 if __name__ == "__main__":
-    for algo in ("ppo", "grpo"):
+    for algo in ("ppo", "grpo", "dpo"):
         run(algo, Path(sys.argv[1]) / algo)

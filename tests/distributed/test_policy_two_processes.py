@@ -1,4 +1,4 @@
-"""PPO and GRPO on 2 CPU processes (accelerate launch, gloo) equal the one-process runs with the same global batch and seed."""
+"""PPO, GRPO and DPO on 2 CPU processes (accelerate launch, gloo) equal the one-process runs with the same global batch and seed."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from policy_job import run
 HERE = Path(__file__).parent
 GLOBAL = ("reward/raw_mean", "reward/normalized_mean", "kl/mean", "kl/beta", "response/length_mean", "loss/policy",
           "grad_norm")
-ALGO = {"ppo": ("loss/value", "value/explained_variance"), "grpo": ("reward/group_std_mean", "advantage/abs_mean")}
+ALGO = {"ppo": GLOBAL + ("loss/value", "value/explained_variance"),
+        "grpo": GLOBAL + ("reward/group_std_mean", "advantage/abs_mean"),
+        "dpo": ("loss", "rewards/accuracy", "rewards/margin", "logps/chosen", "grad_norm")}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def launched(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+@pytest.mark.parametrize("algo", ["ppo", "grpo", "dpo"])
 def test_two_processes_match_one_process(tmp_path, launched, algo):
     two_dir = launched / algo
     one = run(algo, tmp_path / "one")
@@ -35,9 +37,14 @@ def test_two_processes_match_one_process(tmp_path, launched, algo):
     two = [json.loads(line) for line in (two_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(two) == len(one.history) == 2
     for a, b in zip(one.history, two):
-        for key in GLOBAL + ALGO[algo]:  # statistics of the whole batch, not of rank 0's share
+        for key in ALGO[algo]:  # statistics of the whole batch, not of rank 0's share
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
-    assert two[0]["reward/raw_mean"] != 0  # the reward saw completions with an 'e': the check is not vacuous
+    if algo == "dpo":  # held-out metrics and the closing KL: the same in both runs
+        closing = json.loads((two_dir / "result.json").read_text())["closing"]
+        for key in ("eval/loss", "eval/accuracy", "kl/mean"):
+            assert closing[key] == pytest.approx(one.closing[key], rel=1e-4, abs=1e-5), key
+    else:
+        assert two[0]["reward/raw_mean"] != 0  # the reward saw completions with an 'e': the check is not vacuous
 
     w0, w1 = (torch.load(two_dir / f"weights_rank{r}.pt") for r in (0, 1))
     w = torch.load(tmp_path / "one" / "weights_rank0.pt")

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
+from rlhf.config import ConfigError
 from rlhf.data import DataError
 from rlhf.generation import encode_prompts
 from rlhf.models.policy import CausalPolicy
@@ -132,14 +133,15 @@ class DPOTrainer:
                  runtime: Runtime | None = None):
         self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
         self.train, self.held_out = split_train_eval(pairs, cfg.eval_fraction, cfg.seed)
-        self.runtime = runtime or Runtime()
-        if self.runtime.world_size > 1:
-            raise ValueError("dpo runs in one process for now; launch it without accelerate (see docs/scale.md)")
+        self.runtime = rt = runtime or Runtime()
+        if cfg.batch_size % rt.world_size or (cfg.batch_size // rt.world_size) % cfg.grad_accum_steps:
+            raise ValueError(f"{rt.world_size} processes x {cfg.grad_accum_steps} micro-batches must divide batch_size ({cfg.batch_size})")
         model.eval()  # no dropout: at step 0 the policy's log-probs equal the reference's exactly
         self.reference = ReferencePolicy(model.policy)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer([{"params": self.params, "lr": cfg.lr}], cfg.weight_decay)
-        self.model, self.optimizer = self.runtime.prepare(self.model, self.optimizer)
+        # `train_model` (DDP-wrapped under N processes) for the policy forward; `model` everywhere else.
+        self.train_model, self.optimizer = self.runtime.prepare(self.model, self.optimizer)
         self.step_count = 0
         self.data_pos = 0  # pairs consumed; a fresh seeded permutation per pass
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(self.train) / cfg.batch_size))
@@ -156,7 +158,7 @@ class DPOTrainer:
 
     def logps(self, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(2B,) sequence log-probs under the policy (with grad when enabled) and the reference (adapter off)."""
-        out = self.model(batch.sequences, batch.attention_mask, batch.prompt_len)
+        out = self.train_model(batch.sequences, batch.attention_mask, batch.prompt_len)
         average = self.cfg.loss_type == "ipo"
         policy = sequence_logprobs(logprobs_from_logits(out.logits, batch.responses), batch.response_mask, average)
         ref_tok = self.reference.logprobs(batch.sequences, batch.attention_mask, batch.prompt_len)
@@ -175,24 +177,26 @@ class DPOTrainer:
 
     # ------------------------------------------------------------------ one step
     def step(self) -> dict[str, Any]:
-        cfg, t0 = self.cfg, time.perf_counter()
-        # 1. The next B pairs, their weights.
+        cfg, rt, t0 = self.cfg, self.runtime, time.perf_counter()
+        # 1. The next B pairs (the same in every process), their weights; this process's contiguous share.
         pairs = self.next_pairs(cfg.batch_size)
         total_w = sum(p.weight for p in pairs)
+        mine = pairs[rt.shard(len(pairs))]
         # 2. Forward + weighted loss + backward per micro-batch (chosen and rejected rows in one forward).
         self.optimizer.zero_grad(set_to_none=True)
         micro, parts, finite, loss_sum = cfg.batch_size // cfg.grad_accum_steps, [], True, 0.0
-        for start in range(0, len(pairs), micro):
-            batch = encode_pairs(self.tokenizer, pairs[start : start + micro], cfg.max_prompt_tokens,
+        for start in range(0, len(mine), micro):
+            batch = encode_pairs(self.tokenizer, mine[start : start + micro], cfg.max_prompt_tokens,
                                  cfg.max_response_tokens, cfg.system_prompt)
             losses, stats = self.pair_losses(batch)
             loss = (batch.weights * losses).sum() / max(total_w, 1e-12)  # this micro-batch's share of the weighted mean
-            if not torch.isfinite(loss):
+            if not rt.all(bool(torch.isfinite(loss))):
                 finite = False
                 break
-            self.runtime.backward(loss)
+            rt.backward(loss)
             loss_sum += loss.item()
             parts.append(stats | {"weights": batch.weights})
+        loss_sum = rt.sum(loss_sum)
         # 3. Clip, non-finite guard, update.
         norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm) if finite else torch.tensor(float("nan"))
         if finite and torch.isfinite(norm):
@@ -205,7 +209,7 @@ class DPOTrainer:
         m: dict[str, Any] = {"step": self.step_count, "epoch": self.data_pos / len(self.train),
                              "pairs": self.data_pos, "loss": loss_sum if finite else float("nan")}
         if parts:
-            cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            cat = {k: rt.gather(torch.cat([p[k] for p in parts])) for k in parts[0]}  # the whole batch's pairs
             m |= pair_summary(cat["rewards_chosen"], cat["rewards_rejected"], "rewards")
             m |= {"logps/chosen": float(cat["logps_chosen"].mean()), "logps/rejected": float(cat["logps_rejected"].mean())}
         m |= {"grad_norm": float(norm), "nonfinite/skipped_updates": int(not (finite and torch.isfinite(norm))),
@@ -213,7 +217,7 @@ class DPOTrainer:
         if self.held_out and cfg.eval_every and self.step_count % cfg.eval_every == 0 and self.step_count < self.total_steps:
             m |= self.evaluate()
         dt = time.perf_counter() - t0
-        return m | {"pairs_per_s": len(pairs) / dt, "time/step": dt}
+        return m | {"pairs_per_s": len(pairs) / dt, "time/step": dt}  # every process: the same held-out metrics
 
     @torch.no_grad()
     def evaluate(self, pairs: Sequence[PreferencePair] | None = None) -> dict[str, float]:
@@ -251,9 +255,13 @@ class DPOTrainer:
     # ------------------------------------------------------------------ exact resume
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step_count, "data_pos": self.data_pos, "trainable": trainable_state(self.model),
-                "optimizer": self.optimizer.state_dict(), "rng": rng_state({})}
+                "optimizer": self.optimizer.state_dict(), "rng": rng_state({}), "world_size": self.runtime.world_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if (saved := int(state.get("world_size", 1))) != self.runtime.world_size:
+            raise ConfigError(
+                f"the checkpoint was written by {saved} process(es) and this run has {self.runtime.world_size}: "
+                f"resume with {saved}, or use another out_dir / resume=false to start over")
         load_trainable(self.model, state["trainable"])
         self.optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"], {})
