@@ -69,6 +69,7 @@ def check_resumable(saved: dict[str, Any] | None, cfg: Any, ckpt: Path) -> None:
     """Refuse to resume a checkpoint written under settings that shape the results differently."""
     if saved is None:
         return
+    saved = _with_defaults(saved, resume_key(type(cfg)()))  # fields added since the checkpoint: their defaults
     now = resume_key(cfg)
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if changed:
@@ -77,6 +78,16 @@ def check_resumable(saved: dict[str, Any] | None, cfg: Any, ckpt: Path) -> None:
             f"{ckpt}: the checkpoint was written with different settings ({detail}); resuming would mix two runs. "
             "Use another out_dir, or set resume=false to start over."
         )
+
+
+def _with_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    out = dict(saved)
+    for k, v in defaults.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(out[k], dict):
+            out[k] = _with_defaults(out[k], v)
+    return out
 
 
 def save_checkpoint(trainer: Any, cfg: Any, path: Path) -> None:
