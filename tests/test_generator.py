@@ -21,6 +21,15 @@ sys.path.insert(0, str(Path(__file__).parent / "policy"))
 SAMPLING = SamplingConfig(max_new_tokens=6, temperature=1.0)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is far faster when other processes share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_default_backend_is_the_kv_cache_sampler(tiny_lm):
     model, tok = tiny_lm
     ids, mask = encode_prompts(tok, ["hot house", "the quick brown fox"], 64)
@@ -95,20 +104,23 @@ class FakeLLM:
 
 def test_vllm_generator_packs_outputs_like_the_sampler(tiny_tok):
     eos, pad = tiny_tok.eos_token_id, tiny_tok.pad_token_id
-    ids = torch.tensor([[pad, pad, 5, 6], [7, 8, 9, 10]])
-    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
-    engine = SimpleNamespace(generate=lambda prompts, params, use_tqdm: [
-        SimpleNamespace(outputs=[SimpleNamespace(token_ids=[11, eos])]),
-        SimpleNamespace(outputs=[SimpleNamespace(token_ids=[12, 13, 14])]),
+    ids = torch.tensor([[pad, pad, 5, 6], [7, 8, 9, 10], [pad, 7, 8, 9]])
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1]])
+    asked = []
+    engine = SimpleNamespace(generate=lambda prompts, params, use_tqdm: asked.extend(prompts) or [
+        SimpleNamespace(outputs=[SimpleNamespace(token_ids=[11, eos], finish_reason="stop")]),
+        SimpleNamespace(outputs=[SimpleNamespace(token_ids=[12, 13, 14], finish_reason="length")]),
+        SimpleNamespace(outputs=[SimpleNamespace(token_ids=(15,), finish_reason="stop")]),  # stop token left out
     ])
     seen = []
     gen = G.VLLMGenerator(engine, params=lambda **kw: seen.append(kw) or kw)
     out = gen.generate(None, ids, mask, SAMPLING, [eos], pad, torch.Generator().manual_seed(0))
-    assert [s["stop_token_ids"] for s in seen] == [[eos], [eos]] and seen[0]["top_k"] == -1
-    assert seen[0]["seed"] != seen[1]["seed"]
-    assert out.responses.tolist() == [[11, eos, pad], [12, 13, 14]]
-    assert out.response_mask.tolist() == [[1, 1, 0], [1, 1, 1]] and out.finished.tolist() == [True, False]
-    assert out.attention_mask.tolist() == [[0, 0, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1]] and out.prompt_len == 4
+    assert [p["prompt_token_ids"] for p in asked] == [[5, 6], [7, 8, 9, 10], [7, 8, 9]]  # left padding dropped
+    assert [s["stop_token_ids"] for s in seen] == [[eos]] * 3 and seen[0]["top_k"] == -1
+    assert len({s["seed"] for s in seen}) == 3
+    assert out.responses.tolist() == [[11, eos, pad], [12, 13, 14], [15, eos, pad]]
+    assert out.response_mask.tolist() == [[1, 1, 0], [1, 1, 1], [1, 1, 0]] and out.finished.tolist() == [True, False, True]
+    assert out.attention_mask[:2].tolist() == [[0, 0, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1]] and out.prompt_len == 4
 
 
 def test_ppo_rollouts_come_from_the_engine_and_it_gets_each_update(tmp_path, tiny_tok, monkeypatch):

@@ -115,12 +115,19 @@ class VLLMGenerator:
     @classmethod
     def from_model(cls, model: torch.nn.Module, **engine_kw: Any) -> "VLLMGenerator":
         """An engine for `model`'s architecture (from its folder), loaded with the in-memory weights."""
+        import os
+
         import vllm
 
         path = getattr(getattr(model, "config", None), "_name_or_path", None)
         if not path:
             raise ValueError("vllm backend: the model has no config._name_or_path to build the engine from")
-        kw = {"gpu_memory_utilization": 0.3, "enable_prefix_caching": True} | engine_kw
+        # In-process engine in this (launched) process, as TRL's colocate mode builds it: the worker's model is
+        # then reachable for load_weights. A plain one-process call gets the rendezvous variables it expects.
+        for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"}.items():
+            os.environ.setdefault(k, v)
+        kw = {"gpu_memory_utilization": 0.3, "enable_prefix_caching": True, "distributed_executor_backend": "external_launcher",
+              "max_num_batched_tokens": 4096, "seed": int(os.environ["RANK"])} | engine_kw
         gen = cls(vllm.LLM(model=path, **kw), vllm.SamplingParams)
         gen.sync_weights(model)
         return gen
@@ -138,8 +145,11 @@ class VLLMGenerator:
         prompts = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(input_ids, attention_mask)]
         params = [self.params(n=1, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or -1,
                               max_tokens=cfg.max_new_tokens, seed=s, stop_token_ids=list(eos_token_ids)) for s in seeds]
-        outs = self.engine.generate(prompts, params, use_tqdm=False)
-        return pack_responses(input_ids, attention_mask, [o.outputs[0].token_ids for o in outs], eos_token_ids, pad_token_id)
+        outs = [o.outputs[0] for o in self.engine.generate(prompts, params, use_tqdm=False)]
+        # A row that stopped on a stop token ends with EOS in our layout, whether or not vLLM returned the token.
+        rows = [list(o.token_ids) + ([eos_token_ids[0]] if getattr(o, "finish_reason", None) == "stop"
+                                     and not set(o.token_ids[-1:]) & set(eos_token_ids) else []) for o in outs]
+        return pack_responses(input_ids, attention_mask, rows, eos_token_ids, pad_token_id)
 
 
 def _row_seeds(n: int, generator) -> list[int | None]:
