@@ -18,6 +18,7 @@ that folder first on sys.path in TRL's subprocesses only:
     pip install --target .bench/trl-1.16.0 --no-deps trl==1.16.0      # done by the script when missing
     flock /tmp/rlhf-heavy.lock .venv/bin/python bench/optimizer_throughput.py
     .venv/bin/python bench/optimizer_throughput.py --shapes tiny --steps 3     # a quick smoke run
+    .venv/bin/python bench/optimizer_throughput.py --profile gpt2-124m         # where one RLOO step's time goes
 """
 
 from __future__ import annotations
@@ -108,7 +109,12 @@ def run_ours(a) -> dict:
               f"threads={a.threads}", "max_prompt_tokens=64", "sampling.temperature=1.0",
               f"sampling.max_new_tokens={a.length}"]
     ends: list[float] = []
-    clock = lambda m: ends.append(time.perf_counter())  # noqa: E731
+
+    def clock(m: dict) -> None:
+        ends.append(time.perf_counter())
+        if getattr(a, "on_step", None):
+            a.on_step(m)
+
     if a.algo == "dpo":
         cfg = load_config(DPOConfig, None, common + [
             f"batch_size={a.dpo_batch}", f"grad_accum_steps={a.dpo_accum}", f"max_steps={a.steps}", f"beta={BETA_DPO}",
@@ -182,6 +188,39 @@ def run_trl(a) -> dict:
     return {"rate": steady_rate(ends[per_gen - 1 :: per_gen], a.batch), "unit": "episodes/s"}
 
 
+def profile_rloo(a) -> None:
+    """Profile rlhf's RLOO step 2 (step 1 warms up) with torch.profiler: phase times, then forward vs backward."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    prof, steps = profile(activities=[ProfilerActivity.CPU]), []
+
+    def on_step(m: dict) -> None:
+        if m["step"] == 1:
+            prof.start()
+        elif m["step"] == 2:
+            prof.stop()
+            steps.append(m)
+
+    a.impl, a.algo, a.steps, a.on_step = "rlhf", "rloo", 2, on_step
+    with tempfile.TemporaryDirectory() as tmp:
+        a.tmp = tmp
+        run_ours(a)
+    m, ev = steps[0], prof.key_averages()
+    backward = sum(e.cpu_time_total for e in ev if e.key.startswith("autograd::engine::evaluate_function")) / 1e6
+    optim = sum(e.cpu_time_total for e in ev if e.key.startswith("Optimizer.step")) / 1e6
+    print(f"machine: {machine(*versions())}, torch threads {torch.get_num_threads()}")
+    print(f"rlhf RLOO, {a.shape}, LoRA, step 2 of 2: {a.batch} episodes x {a.length} tokens, {a.minibatches} minibatches "
+          f"x {a.epochs} epoch(s)")
+    print(f"  step {m['time/step']:.2f} s = generate {m['time/generate']:.2f} s "
+          f"({1000 * m['time/generate'] / max(m['response/length_mean'], 1):.0f} ms per token step) "
+          f"+ score {m['time/score']:.3f} s + old/ref log-prob forwards {m['time/forward']:.2f} s "
+          f"+ train {m['time/train']:.2f} s")
+    print(f"  train = forward ~{m['time/train'] - backward - optim:.2f} s + backward {backward:.2f} s + AdamW {optim:.2f} s "
+          f"(backward and AdamW from the profiler, forward the rest)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def worker(a) -> None:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -237,11 +276,17 @@ def main() -> None:
     ap.add_argument("--dpo-accum", type=int, default=2, help="DPO gradient-accumulation micro-batches per step")
     ap.add_argument("--steps", type=int, default=4, help="steps per run (the first is warm-up)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile", metavar="SHAPE", help="profile one rlhf RLOO step at SHAPE instead (torch.profiler)")
     ap.add_argument("--worker", nargs=3, metavar=("IMPL", "SHAPE", "ALGO"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         a.impl, a.shape, a.algo = a.worker
         worker(a)
+        return
+    if a.profile:
+        warnings.filterwarnings("ignore")
+        a.shape = a.profile
+        profile_rloo(a)
         return
     if a.steps < 2:
         ap.error("--steps must be >= 2 (the first step is warm-up)")
