@@ -12,7 +12,7 @@ Two kinds of transaction, on both engines:
 - `db.read()` is a read-only snapshot. On SQLite it is a deferred `BEGIN` in WAL mode: it neither
   waits for the writer nor blocks it. A statement that would write raises `ReadOnlyTransaction`.
 
-On PostgreSQL both are ordinary transactions (MVCC); the row locks in store.py do the rest.
+On PostgreSQL both are ordinary transactions (MVCC); the row locks in the store package do the rest.
 Opening a database runs the Alembic migrations up to `head` (unless `migrate=False`).
 """
 
