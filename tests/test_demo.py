@@ -107,3 +107,20 @@ def test_stage_configs_evaluate_like_ppo_trains(tmp_path):
     rs = run_settings(sc["evaluate"])
     assert rs.sampling == sc["ppo"].sampling and rs.sampling.max_new_tokens == 24
     assert rs.kl_target == 4.0 and rs.system_prompt == cfg.system_prompt and rs.base == cfg.policy
+
+
+def test_an_incomplete_stage_exits_3_with_its_message(monkeypatch):
+    from typer.testing import CliRunner
+
+    import rlhf.cli.demo as cli_demo
+    from rlhf.cli import app
+    from rlhf.demo import StageIncomplete
+
+    def stopped(cfg, on_stage, on_progress, only=None):  # noqa: ANN001, ANN202
+        on_stage("ppo", "start")
+        raise StageIncomplete("ppo stopped by the clock after 3 steps")
+
+    monkeypatch.setattr(cli_demo, "run_demo", stopped)
+    res = CliRunner().invoke(app, ["demo", "--out", "unused"])
+    assert res.exit_code == 3
+    assert "incomplete" in res.output and "after 3 steps" in res.output

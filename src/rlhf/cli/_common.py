@@ -78,3 +78,34 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
             progress.update(task, completed=done, total=total if total is not None else progress.tasks[task].total, info=info)
 
         yield update
+
+
+@contextlib.contextmanager
+def stage_progress(titles: dict[str, str]) -> Iterator[tuple[Callable[[str, str], None], Callable[[str, int, int, str], None]]]:
+    """(on_stage, on_progress) callbacks of a staged pipeline (`rlhf demo`, `rlhf constitutional run`): one bar per
+    stage; a `StageIncomplete` from the pipeline exits with code 3, other user errors as `user_errors` does."""
+    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}")]
+    with user_errors(), Progress(*cols, console=err_console) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_stage(name: str, event: str) -> None:
+            if event == "skip":
+                progress.console.print(f"[dim]{name}: already done, skipped[/]")
+            elif event == "start":
+                tasks[name] = progress.add_task(titles[name], total=None, info="")
+            elif event == "done":
+                t = progress.tasks[tasks[name]]
+                progress.update(tasks[name], total=t.total or 1, completed=t.total or 1, info="[green]done")
+
+        def on_progress(name: str, done: int, total: int, info: str) -> None:
+            if name in tasks:
+                progress.update(tasks[name], completed=done, total=total, info=info)
+
+        from rlhf.demo import StageIncomplete  # lazy: rlhf.demo imports the whole pipeline
+
+        try:
+            yield on_stage, on_progress
+        except StageIncomplete as e:
+            err_console.print(f"[yellow]incomplete:[/yellow] {e}")
+            raise typer.Exit(3) from None

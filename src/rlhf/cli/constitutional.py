@@ -3,9 +3,8 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rlhf.cli._common import ConfigOpt, SetOpt, build_config, console, err_console, progress_bar, user_errors
+from rlhf.cli._common import ConfigOpt, SetOpt, build_config, console, progress_bar, stage_progress, user_errors
 from rlhf.cli.app import app
 
 constitutional = typer.Typer(
@@ -40,34 +39,14 @@ def run(
 ) -> None:
     """Constitutional AI end to end: revise -> SFT -> sample -> AI feedback -> reward model -> PPO -> evaluate (resumable)."""
     from rlhf.cli.evaluate import print_headline
-    from rlhf.constitutional.chain import ConstitutionalConfig, StageIncomplete, run_constitutional
+    from rlhf.constitutional.chain import ConstitutionalConfig, run_constitutional
 
     cfg = build_config(ConstitutionalConfig, config, set_, out_dir=out_dir, policy=policy, feedback_model=feedback_model,
                        constitution=constitution)
     console.print(f"[bold]rlhf constitutional run[/] -> {cfg.out_dir}   (policy {cfg.policy}, critic and judge "
                   f"{cfg.feedback_model or cfg.policy})")
-    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
-    with user_errors(), Progress(*cols, console=err_console) as progress:
-        tasks: dict[str, int] = {}
-
-        def on_stage(name: str, event: str) -> None:
-            if event == "skip":
-                progress.console.print(f"[dim]{name}: already done, skipped[/]")
-            elif event == "start":
-                tasks[name] = progress.add_task(TITLES[name], total=None, info="")
-            elif event == "done":
-                t = progress.tasks[tasks[name]]
-                progress.update(tasks[name], total=t.total or 1, completed=t.total or 1, info="[green]done")
-
-        def on_progress(name: str, done: int, total: int, info: str) -> None:
-            if name in tasks:
-                progress.update(tasks[name], completed=done, total=total, info=info)
-
-        try:
-            result = run_constitutional(cfg, on_stage, on_progress, only=stage)
-        except StageIncomplete as e:
-            err_console.print(f"[yellow]incomplete:[/yellow] {e}")
-            raise typer.Exit(3) from None
+    with stage_progress(TITLES) as (on_stage, on_progress):
+        result = run_constitutional(cfg, on_stage, on_progress, only=stage)
     print_stage_figures(result.stages)
     if result.summary:
         print_headline(result.summary)

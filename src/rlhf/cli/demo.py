@@ -3,12 +3,11 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rlhf.cli._common import ConfigOpt, SetOpt, build_config, console, err_console, user_errors
+from rlhf.cli._common import ConfigOpt, SetOpt, build_config, console, stage_progress
 from rlhf.cli.app import app
 from rlhf.cli.evaluate import print_headline
-from rlhf.demo import STAGES, DemoConfig, StageIncomplete, run_demo
+from rlhf.demo import STAGES, DemoConfig, run_demo
 
 TITLES = {
     "generate": "1. generate completions",
@@ -33,28 +32,8 @@ def demo(
     cfg = build_config(DemoConfig, config, set_, out_dir=out_dir, policy=policy, reward_trunk=reward_trunk, optimizer=optimizer)
     console.print(f"[bold]rlhf demo[/] -> {cfg.out_dir}   (policy {cfg.policy}, reward trunk {cfg.reward_trunk}, "
                   f"optimizer {cfg.optimizer})")
-    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
-    with user_errors(), Progress(*cols, console=err_console) as progress:
-        tasks: dict[str, int] = {}
-
-        def on_stage(name: str, event: str) -> None:
-            if event == "skip":
-                progress.console.print(f"[dim]{name}: already done, skipped[/]")
-            elif event == "start":
-                tasks[name] = progress.add_task(TITLES[name], total=None, info="")
-            elif event == "done":
-                t = progress.tasks[tasks[name]]
-                progress.update(tasks[name], total=t.total or 1, completed=t.total or 1, info="[green]done")
-
-        def on_progress(name: str, done: int, total: int, info: str) -> None:
-            if name in tasks:
-                progress.update(tasks[name], completed=done, total=total, info=info)
-
-        try:
-            result = run_demo(cfg, on_stage, on_progress, only=stage)
-        except StageIncomplete as e:
-            err_console.print(f"[yellow]incomplete:[/yellow] {e}")
-            raise typer.Exit(3) from None
+    with stage_progress(TITLES) as (on_stage, on_progress):
+        result = run_demo(cfg, on_stage, on_progress, only=stage)
     st = result.stages
     if "generate" in st and st["generate"].get("eos_rate") is not None:
         console.print(f"generate: {st['generate']['eos_rate']:.0%} of completions ended with EOS")
