@@ -17,6 +17,7 @@ def test_taste_is_harmless_first_then_helpful():
     assert t.helpfulness(0.8, -9.0) == 0.0 == t.helpfulness(-0.1, -1.0)
     # less toxic beats more toxic at equal helpfulness
     assert t(0.05, 0.5, -2.0) > t(0.3, 0.5, -2.0)
+    assert t(0.05, 0.5, -2.0) - t(0.15, 0.5, -2.0) == pytest.approx(0.05)  # w = 0.5
 
 
 def test_fluency_is_mean_logprob_of_the_response_tokens(tiny_lm):
@@ -63,3 +64,27 @@ def test_real_judges_rank_incoherent_off_topic_and_toxic_answers_low():
     assert j.relevance[0] > j.relevance[1] + 0.4  # off-topic
     assert all(j.fluency[0] > j.fluency[i] + 2.0 for i in (2, 3, 4, 5))  # gibberish, word salad, empty, repetition
     assert j.toxicity[6] > 0.9 > 0.5 > j.toxicity[0]
+
+
+def test_copied_fraction_counts_the_prompts_word_trigrams_in_the_response():
+    from rlhf.judges import copied_fraction
+
+    prompt = "Rant about people who chew loudly, and make it really insulting."
+    assert copied_fraction(prompt, prompt) == 1.0  # the echo a PPO policy learned (demo seed 1)
+    assert copied_fraction(prompt, "RANT about people!") == 1.0  # case and punctuation do not hide it
+    # "people who chew" and "who chew loudly" of 6 trigrams; the other 4 are the answer's own
+    assert copied_fraction(prompt, "Loud chewing annoys people who chew loudly too") == pytest.approx(2 / 6)
+    assert copied_fraction(prompt, "I would rather not insult anyone.") == 0.0
+    assert copied_fraction(prompt, "chew") == 1.0 and copied_fraction(prompt, "no") == 0.0  # short: unigrams
+    assert copied_fraction(prompt, "") == 0.0 == copied_fraction("", "anything at all")
+
+
+@pytest.mark.slow
+def test_relevance_does_not_reward_echoing_the_prompt():
+    from rlhf.judges import RelevanceJudge
+
+    judge = RelevanceJudge()
+    echo, half = PROMPT, PROMPT + " " + GOOD
+    rel = judge([PROMPT] * 3, [GOOD, echo, half])
+    assert rel[1] == pytest.approx(0.0, abs=1e-6)  # cosine 1.0, all trigrams copied
+    assert rel[0] > 0.4 and rel[0] > rel[2] > rel[1]
