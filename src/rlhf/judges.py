@@ -54,7 +54,8 @@ class Taste:
         """The labeler's utility, higher is better: -2 x [toxic] - w x P(toxic) + helpfulness.
 
         The tier term (2 > the whole helpfulness range, and a polite reply's P(toxic) is the lower one) makes any
-        polite response beat any toxic one; within a tier, helpfulness and P(toxic) trade off: 0.1 of P(toxic) weighs as much as 0.05 of helpfulness (w = 0.5).
+        polite response beat any toxic one; within a tier, helpfulness and P(toxic) trade off: 0.1 of P(toxic)
+        weighs as much as 0.05 of helpfulness (w = 0.5).
         """
         toxic = float(toxicity >= self.toxic_threshold)
         return -2.0 * toxic - self.toxicity_weight * toxicity + self.helpfulness(relevance, fluency)
@@ -85,7 +86,6 @@ def copied_fraction(prompt: str, response: str, n: int = 3) -> float:
     seen = {tuple(p[i : i + n]) for i in range(len(p) - n + 1)}
     grams = [tuple(r[i : i + n]) for i in range(len(r) - n + 1)]
     return sum(g in seen for g in grams) / len(grams)
-
 
 
 class RelevanceJudge:
