@@ -20,3 +20,21 @@ def cpu_name() -> str:
 def machine(*extra: str) -> str:
     """'<CPU>, <n> cores' followed by what this bench adds (library versions, threads...)."""
     return ", ".join([f"{cpu_name()}, {os.cpu_count()} cores", *extra])
+
+
+def run_worker(cmd: list[str], label: str) -> dict | None:
+    """Run one bench worker in its own process (so peak RSS is its own) and parse its `RESULT {json}` line;
+    print the outcome, and return None when it failed."""
+    import json
+    import subprocess
+    import time
+
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        print(f"  {label}: FAILED\n{proc.stderr[-3000:]}", flush=True)
+        return None
+    result = json.loads(line[7:])
+    print(f"  ran {label} in {time.perf_counter() - t:.0f} s: {result}", flush=True)
+    return result

@@ -35,7 +35,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _machine import machine
+from _machine import machine, run_worker
 
 TRL_VERSION = "1.16.0"
 TRL_DIR = Path(__file__).resolve().parents[1] / ".bench" / f"trl-{TRL_VERSION}"
@@ -307,15 +307,10 @@ def main() -> None:
         for algo in a.algos.split(","):
             res = {}
             for impl in ("rlhf", "trl"):
-                t = time.perf_counter()
-                proc = subprocess.run([sys.executable, __file__, "--worker", impl, shape, algo, *passthrough],
-                                      capture_output=True, text=True)
-                line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-                if proc.returncode != 0 or line is None:
-                    print(f"  {shape} {algo} {impl}: FAILED\n{proc.stderr[-3000:]}", flush=True)
-                    continue
-                res[impl] = json.loads(line[7:])
-                print(f"  ran {shape} {algo} {impl} in {time.perf_counter() - t:.0f} s: {res[impl]}", flush=True)
+                r = run_worker([sys.executable, __file__, "--worker", impl, shape, algo, *passthrough],
+                               f"{shape} {algo} {impl}")
+                if r is not None:
+                    res[impl] = r
             rows.append((shape, algo, res))
 
     print()

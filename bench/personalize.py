@@ -328,7 +328,7 @@ def report(b: Bench, res: dict) -> None:
             print(f"  {u['name']:9s} {u['action']}{version}; pairs {u['pairs']}; "
                   + (f"PPO reward {p['reward_first']:.2f} -> {p['reward_last']:.2f}, KL {p['kl_last']:.2f}, "
                      f"len {p['length_last']:.0f}" if p else u["reason"]))
-        print(f"  reward accuracy on held-out choices (95% bootstrap CI):")
+        print("  reward accuracy on held-out choices (95% bootstrap CI):")
         print(f"  {'user':10s} {'train':>5s} {'held':>4s}  {'personal':>16s}  {'pooled, same trunk':>18s}  "
               f"{'personal - pooled':>20s}  {'shared w0':>16s}  {'rlhf train-reward':>18s}  "
               f"{'choices = gold':>16s}  {'personal = gold':>16s}")

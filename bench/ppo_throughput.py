@@ -16,13 +16,12 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 
-from _machine import machine
+from _machine import machine, run_worker
 
 SHAPES = {
     "gpt2-124m": dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024),
@@ -200,14 +199,9 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--worker", impl, shape, mode, "--batch", str(a.batch),
                        "--minibatches", str(a.minibatches), "--epochs", str(a.epochs), "--length", str(a.length),
                        "--steps", str(a.steps), "--threads", str(a.threads)]
-                t = time.perf_counter()
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-                if proc.returncode != 0 or line is None:
-                    print(f"{shape} {mode} {impl}: FAILED\n{proc.stderr[-3000:]}", flush=True)
-                    continue
-                res[impl] = json.loads(line[7:])
-                print(f"  ran {shape} {mode} {impl} in {time.perf_counter() - t:.0f} s: {res[impl]}", flush=True)
+                r = run_worker(cmd, f"{shape} {mode} {impl}")
+                if r is not None:
+                    res[impl] = r
             rows.append((shape, mode, res))
     print()
     print(header)
