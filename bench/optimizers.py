@@ -5,8 +5,10 @@ trains each optimiser with the demo's settings for it (`DemoConfig.ppo/dpo/rloo/
 them): PPO, RLOO and GRPO against the demo's reward model on its train prompts, DPO on its exported pairs.
 Each aligned policy then goes through `rlhf.evaluate.run.run_evaluate` with the demo's evaluation settings
 (held-out prompts, gold scorers, learned reward, judge), and the bench prints, per optimiser: training wall
-time, the aligned - base paired differences with 95% bootstrap CIs, the KL to the reference at the end,
-the evaluation's own verdict / hacking check, and a seeded random sample of base vs aligned completions.
+time, the evaluation's per-split aligned - base paired differences with 95% bootstrap CIs (red-team toxicity
+and learned reward, helpful relevance, fluency and EOS rate), the KL to the reference at the end, the
+evaluation's own verdict with its reasons, and a seeded random sample of base vs aligned completions. When the
+demo run itself trained one of them with the same settings, that stage and its evaluation are reused.
 
     flock /tmp/rlhf-heavy.lock .venv/bin/python bench/optimizers.py runs/demo --prepare
     .venv/bin/python bench/optimizers.py runs/demo --optimizers dpo,rloo --set rloo.max_steps=10
@@ -28,13 +30,10 @@ from _machine import machine
 from rlhf.config import load_config, save_config
 from rlhf.data import write_json
 from rlhf.demo import DemoConfig, run_demo, stage_configs
-from rlhf.evaluate.metrics import bootstrap_mean
 from rlhf.evaluate.run import run_evaluate
 from rlhf.policy import train_policy
 
 EARLIER = ("generate", "feedback", "reward")
-# Per-prompt score columns of completions_{base,aligned}.jsonl and which way is better.
-LOWER_IS_BETTER = {"toxicity"}
 
 
 def prepare(cfg: DemoConfig) -> dict:
@@ -49,22 +48,6 @@ def prepare(cfg: DemoConfig) -> dict:
     return done
 
 
-def paired_deltas(eval_dir: Path, seed: int) -> dict[str, dict]:
-    """aligned - base per prompt for every score column, oriented so positive is better, with a bootstrap CI."""
-    rows = {n: [json.loads(line) for line in (eval_dir / f"completions_{n}.jsonl").read_text().splitlines()]
-            for n in ("base", "aligned")}
-    keys = [k for k, v in rows["base"][0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    out = {}
-    for k in keys:
-        sign = -1.0 if k in LOWER_IS_BETTER else 1.0
-        diffs = [sign * (a[k] - b[k]) for a, b in zip(rows["aligned"], rows["base"])]
-        base_mean = sum(b[k] for b in rows["base"]) / len(rows["base"])
-        aligned_mean = sum(a[k] for a in rows["aligned"]) / len(rows["aligned"])
-        out[k] = {"base": base_mean, "aligned": aligned_mean, "better_by": bootstrap_mean(diffs, seed=seed).as_dict(),
-                  "lower_is_better": k in LOWER_IS_BETTER}
-    return out
-
-
 def sample_pairs(eval_dir: Path, k: int, seed: int) -> list[dict]:
     base = [json.loads(line) for line in (eval_dir / "completions_base.jsonl").read_text().splitlines()]
     aligned = [json.loads(line) for line in (eval_dir / "completions_aligned.jsonl").read_text().splitlines()]
@@ -72,19 +55,27 @@ def sample_pairs(eval_dir: Path, k: int, seed: int) -> list[dict]:
     return [{"prompt": base[i]["prompt"], "base": base[i]["completion"], "aligned": aligned[i]["completion"]} for i in idx]
 
 
-def verdict_line(summary: dict) -> str:
-    """Whatever verdict the evaluation returned (its rules are the demo's), else its reward-hacking check."""
-    v = summary.get("verdict")
-    if isinstance(v, dict):
-        return " ".join(str(v[k]) for k in ("status", "title", "label", "text") if v.get(k)) or json.dumps(v)[:200]
-    if v is not None:
-        return str(v)
-    hack = summary.get("reward_hacking") or {}
-    flagged = hack.get("flagged") if isinstance(hack, dict) else getattr(hack, "flagged", None)
-    return f"(no verdict in this evaluation) reward-hacking check: {'FLAGGED' if flagged else 'passed'} {hack.get('reasons', '') if isinstance(hack, dict) else ''}"
+def reused_stage(cfg: DemoConfig, name: str, stages: dict) -> dict | None:
+    """The demo run's own policy stage and evaluation, when it trained this optimiser with the same settings
+    (saving its training time); None otherwise."""
+    root = Path(cfg.out_dir)
+    if cfg.optimizer != name or not {"ppo", "evaluate"} <= stages.keys():  # "ppo": the policy stage, any optimiser
+        return None
+    policy_cfg = stage_configs(cfg)["ppo"]
+    saved = root / name / f"{name}.yaml"
+    if not saved.exists() or load_config(type(policy_cfg), saved) != policy_cfg:
+        return None
+    res = json.loads((root / name / "result.json").read_text())
+    if not res.get("complete"):
+        return None
+    return {"res": res, "train_seconds": stages["ppo"]["seconds"], "eval_dir": root / "evaluate"}
 
 
-def run_one(cfg: DemoConfig, name: str, out: Path) -> dict:
+def run_one(cfg: DemoConfig, name: str, out: Path, stages: dict) -> dict:
+    reused = reused_stage(cfg, name, stages)
+    if reused:
+        print(f"  {name}: reusing the demo run's own {name} stage and evaluation (same settings)", flush=True)
+        return describe(cfg, name, reused["res"], reused["train_seconds"], None, reused["eval_dir"], reused=True)
     cfg = dataclasses.replace(cfg, optimizer=name)
     sc = stage_configs(cfg)
     policy_cfg = dataclasses.replace(sc["ppo"], out_dir=str(out / name))
@@ -99,21 +90,35 @@ def run_one(cfg: DemoConfig, name: str, out: Path) -> dict:
     res = train_policy(policy_cfg, on_step=progress)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    ev = run_evaluate(eval_cfg)
-    eval_s = time.perf_counter() - t1
-    summary = ev.summary
-    kl_eval = summary.get("kl", {}).get("value") if isinstance(summary.get("kl"), dict) else \
-        summary["policies"]["aligned"].get("kl_to_base")
-    kl_train = res.closing.get("kl/mean") if name == "dpo" else res.final.get("kl/mean")
+    run_evaluate(eval_cfg)
+    res = json.loads((Path(policy_cfg.out_dir) / "result.json").read_text())
+    return describe(cfg, name, res, train_s, time.perf_counter() - t1, Path(eval_cfg.out_dir), reused=False)
+
+
+def describe(cfg: DemoConfig, name: str, res: dict, train_s: float, eval_s: float | None, eval_dir: Path,
+             reused: bool) -> dict:
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    kl = summary.get("kl")
+    kl_train = ((res.get("closing") if name == "dpo" else res.get("final")) or {}).get("kl/mean")
     return {
-        "optimizer": name, "steps": res.steps, "stop_reason": res.stop_reason, "complete": res.complete,
-        "train_seconds": train_s, "eval_seconds": eval_s,
-        "episodes_or_pairs": res.final.get("episodes", res.final.get("pairs")),
-        "kl_train_end": kl_train, "kl_eval_to_base": kl_eval, "kl_target": eval_cfg.kl_target,
-        "deltas": paired_deltas(Path(eval_cfg.out_dir), cfg.seed), "win_rate": summary.get("win_rate"),
-        "verdict": verdict_line(summary), "closing": res.closing,
-        "examples": sample_pairs(Path(eval_cfg.out_dir), 4, cfg.seed),
+        "optimizer": name, "steps": res["steps"], "stop_reason": res["stop_reason"], "complete": res["complete"],
+        "reused_from_demo": reused, "train_seconds": train_s, "eval_seconds": eval_s,
+        "kl_train_end": kl_train, "kl_eval_to_base": kl.get("value") if isinstance(kl, dict) else kl,
+        "kl_target": kl.get("target") if isinstance(kl, dict) else None,
+        "splits": {sp: {k: {f: m[f] for f in ("base", "aligned", "diff", "higher_is_better", "kind")}
+                        for k, m in v["metrics"].items()} for sp, v in summary["splits"].items()},
+        "win_rate": summary.get("win_rate"), "verdict": summary.get("verdict"),
+        "reward_hacking": summary.get("reward_hacking"),
+        "examples": sample_pairs(eval_dir, 4, cfg.seed),
     }
+
+
+def cell(r: dict, split: str, key: str) -> str:
+    m = r["splits"].get(split, {}).get(key)
+    if m is None:
+        return "n/a"
+    d = m["diff"]
+    return f"{m['base']:.3f}->{m['aligned']:.3f} {d['value']:+.3f} [{d['low']:+.3f},{d['high']:+.3f}]"
 
 
 def main() -> None:
@@ -146,7 +151,7 @@ def main() -> None:
     results = []
     for name in args.optimizers.split(","):
         print(f"\n== {name}", flush=True)
-        results.append(run_one(cfg, name.strip(), out))
+        results.append(run_one(cfg, name.strip(), out, stages))
         write_json(out / "optimizers.json", {"machine": machine(f"torch {torch.__version__}", f"{args.threads} threads"),
                                              "reward_model_accuracy": stages["reward"].get("accuracy"),
                                              "pairs": stages["feedback"].get("pairs"), "results": results})
@@ -154,25 +159,25 @@ def main() -> None:
     print(f"\nmachine: {machine(f'torch {torch.__version__}', f'{args.threads} threads')}")
     print(f"demo run {run}: {stages['feedback'].get('pairs')} pairs, reward model held-out accuracy "
           f"{stages['reward'].get('accuracy')}; evaluation on the eval split, same seed for every optimiser")
-    cols = ("toxicity", "sentiment", cfg.evaluate.judge, f"rm:{run / 'reward'}")
-    print(f"{'optimizer':>9} {'steps':>5} {'train min':>9} {'KL end':>7} {'KL eval':>7}  " +
-          "  ".join(f"{c.split('/')[-1][:18]:>26}" for c in cols))
+    rm = next((k for k in (results[0]["splits"].get("redteam", {}) if results else {}) if k.startswith("rm:")), None)
+    cols = [("redteam", "toxicity", "red-team toxicity"), ("redteam", rm, "red-team learned reward"),
+            ("helpful", "relevance", "helpful relevance"), ("helpful", "fluency", "helpful fluency"),
+            ("helpful", "eos_rate", "helpful EOS rate")]
+    print("aligned vs base on the held-out prompts, per split: base -> aligned, diff [95% paired bootstrap CI]")
     for r in results:
-        cells = []
-        for c in cols:
-            d = r["deltas"].get(c) or r["deltas"].get("judge" if c == cfg.evaluate.judge else c)
-            cells.append("n/a" if d is None else
-                         f"{d['better_by']['value']:+.3f} [{d['better_by']['low']:+.3f}, {d['better_by']['high']:+.3f}]")
         kl_end = "n/a" if r["kl_train_end"] is None else f"{r['kl_train_end']:.2f}"
         kl_eval = "n/a" if r["kl_eval_to_base"] is None else f"{r['kl_eval_to_base']:.2f}"
-        print(f"{r['optimizer']:>9} {r['steps']:>5} {r['train_seconds'] / 60:>9.1f} {kl_end:>7} {kl_eval:>7}  " +
-              "  ".join(f"{c:>26}" for c in cells) + ("" if r["complete"] else "  INCOMPLETE"))
-    print("(columns: aligned - base per prompt, signed so + is better (toxicity: base - aligned), mean [95% CI];"
-          " KL end: last training batch (DPO: its held-out prompts), KL eval: on the evaluation's samples)")
+        v = r["verdict"] or {}
+        own = " (the demo run's own stage)" if r["reused_from_demo"] else ""
+        print(f"\n{r['optimizer']}: {r['steps']} steps ({r['stop_reason']}{'' if r['complete'] else ', INCOMPLETE'}), "
+              f"train {r['train_seconds'] / 60:.1f} min{own}; KL last batch {kl_end}, "
+              f"KL on the evaluation's samples {kl_eval} (target {r['kl_target']}); verdict: {v.get('status', 'n/a')}")
+        for split, key, label in cols:
+            print(f"  {label:<26}{cell(r, split, key) if key else 'n/a'}")
+        for reason in v.get("reasons", []):
+            print(f"  - {reason}")
     for r in results:
-        wr = r["win_rate"] or {}
-        print(f"\n{r['optimizer']}: win rate {wr.get('value', float('nan')):.0%} [{wr.get('low', float('nan')):.0%}, "
-              f"{wr.get('high', float('nan')):.0%}]; verdict: {r['verdict']}")
+        print(f"\n{r['optimizer']}: seeded sample of base vs aligned completions")
         for ex in r["examples"]:
             print(f"  prompt : {ex['prompt'][:100]!r}\n  base   : {ex['base'][:140]!r}\n  aligned: {ex['aligned'][:140]!r}")
     print(f"\nper-optimiser folders and optimizers.json -> {out}")

@@ -112,11 +112,16 @@ class DemoConfig:
     dpo: DPOConfig = field(default_factory=lambda: DPOConfig(sampling=SamplingConfig(max_new_tokens=64, temperature=0.7)))
     """Stage 5 settings with optimizer=dpo (model, pairs, system prompt and out_dir are set by the demo)."""
     rloo: RLOOConfig = field(default_factory=lambda: RLOOConfig(
-        max_steps=20, sampling=SamplingConfig(max_new_tokens=64, temperature=0.7)))
-    """Stage 5 settings with optimizer=rloo (model, prompts, reward, system prompt and out_dir are set by the demo)."""
+        max_steps=20, lr=3e-4, kl_coef=0.2, kl_coef_min=0.05,
+        sampling=SamplingConfig(max_new_tokens=64, temperature=0.7)))
+    """Stage 5 settings with optimizer=rloo (model, prompts, reward, system prompt and out_dir are set by the demo).
+    lr and beta as PPO's above: they share its KL controller, and `bench/optimizers.py` compares them at equal
+    settings."""
     grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(
-        max_steps=20, sampling=SamplingConfig(max_new_tokens=64, temperature=0.7)))
-    """Stage 5 settings with optimizer=grpo (model, prompts, reward, system prompt and out_dir are set by the demo)."""
+        max_steps=20, lr=3e-4, kl_coef=0.2, kl_coef_min=0.05,
+        sampling=SamplingConfig(max_new_tokens=64, temperature=0.7)))
+    """Stage 5 settings with optimizer=grpo (model, prompts, reward, system prompt and out_dir are set by the demo).
+    lr and beta as PPO's."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     """Stage 6 settings (models, prompts, rewards and out_dir are set by the demo; sampling, system prompt and KL
     target come from PPO's saved config)."""
