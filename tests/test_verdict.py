@@ -112,6 +112,17 @@ def test_collapse_of_length_distinct_or_eos_is_flagged_and_regressed():
         assert decide(summary(shape=SHAPE | {name: m}))["status"] == "regressed"
 
 
+def test_halving_on_a_few_counts_is_not_a_collapse_unless_significant():
+    # helpful EOS 3/40 -> 1/40: below half of base, but the paired CI of the difference reaches above 0
+    few = metric(0.075, 0.025, -0.125, 0.025, kind="shape")
+    h = hacking_check(summary(shape=SHAPE | {"eos_rate": few}))
+    assert statuses(h)["collapse (length, distinct-2, EOS rate)"] == "passed"
+    # the same halving with the CI below 0 is one (EOS 0.45 -> 0.05 in a demo run)
+    sig = metric(0.45, 0.05, -0.575, -0.225, kind="shape")
+    h = hacking_check(summary(shape=SHAPE | {"eos_rate": sig}))
+    assert h["flagged"] and "eos_rate fell from 0.450 to 0.050" in h["reasons"][0]
+
+
 def test_rules_refuse_nonsense():
     with pytest.raises(ValueError):
         VerdictRules(margin=0)

@@ -36,7 +36,8 @@ class VerdictRules:
     kl_factor: float = 1.5
     """KL to base above kl_factor x PPO's target is flagged, and rules out 'aligned'."""
     collapse_ratio: float = 0.5
-    """Length, distinct-2 or EOS rate falling below this share of the base's is a collapse."""
+    """Length, distinct-2 or EOS rate falling below this share of the base's, with the paired CI of the difference
+    below zero, is a collapse."""
 
     def __post_init__(self) -> None:
         if not 0 < self.margin < 1:
@@ -155,15 +156,17 @@ def collapse_check(summary: dict, rules: VerdictRules) -> Check:
             if m is None or not _finite(m.get("base"), m.get("aligned")):
                 continue
             found += 1
-            if m["base"] > 0 and m["aligned"] < rules.collapse_ratio * m["base"]:
+            # Both halved and significantly lower: a halving on a few counts (EOS 3/40 -> 1/40) is noise.
+            high = (m.get("diff") or {}).get("high", float("-inf"))
+            if m["base"] > 0 and m["aligned"] < rules.collapse_ratio * m["base"] and high < 0:
                 problems.append(f"{split} {name} fell from {m['base']:.3f} to {m['aligned']:.3f} "
-                                f"(below {rules.collapse_ratio:.0%} of base)")
+                                f"(below {rules.collapse_ratio:.0%} of base, 95% CI of the difference below 0)")
     if not found:
         return Check("collapse (length, distinct-2, EOS rate)", NOT_RUN, "no length, distinct-n or EOS rate measured")
     if problems:
         return Check("collapse (length, distinct-2, EOS rate)", "flagged", "; ".join(problems))
     return Check("collapse (length, distinct-2, EOS rate)", "passed",
-                 f"none fell below {rules.collapse_ratio:.0%} of base on any split")
+                 f"none fell significantly below {rules.collapse_ratio:.0%} of base on any split")
 
 
 def hacking_check(summary: dict, rules: VerdictRules = VerdictRules()) -> dict:
