@@ -77,9 +77,13 @@ def part_revise(args) -> dict:
     critics = {"baseline": None} | ({f"critic {args.critic}": judge_model(args.critic)} if args.critic else {})
     tox, rel, mcfg = get_scorer("toxicity"), Relevance(), MeasureConfig()
     policy = load_causal_lm(args.policy)
-    results = {}
+    saved = Path(args.out) / "revise.json"  # written after each variant, so a stopped run resumes where it was
+    results = json.loads(saved.read_text()) if saved.exists() else {}
     variants = [(name, sets, None) for name, sets in LEVERS.items()] + [(n, [], m) for n, m in critics.items() if m]
     for name, sets, critic in variants:
+        if name in results:
+            print(f"  revise/{name}: done before, skipped", flush=True)
+            continue
         cfg = load_config(ReviseConfig, None, ["split=eval", f"limit={args.limit or 'null'}", "threads=2", *sets], model=args.policy,
                           out_dir=str(Path(args.out) / "revise" / name.replace(" ", "_")), feedback_model=critic)
         t0 = time.perf_counter()
@@ -87,6 +91,7 @@ def part_revise(args) -> dict:
         m = measure_revisions(res.records, res.kept, rel, tox, mcfg)
         m["settings"], m["seconds"] = sets + ([f"feedback_model={critic}"] if critic else []), round(time.perf_counter() - t0, 1)
         results[name] = m
+        write_json(saved, results)
         print(f"  revise/{name}: done", flush=True)
     return results
 
