@@ -87,7 +87,7 @@ def run_one(cfg: DemoConfig, name: str, out: Path, stages: dict) -> dict:
         print(f"  {name} step {m['step']}/{m['steps_total']}  {step_line(m)}", flush=True)
 
     t0 = time.perf_counter()
-    res = train_policy(policy_cfg, on_step=progress)
+    train_policy(policy_cfg, on_step=progress)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     run_evaluate(eval_cfg)
@@ -171,7 +171,7 @@ def main() -> None:
         own = " (the demo run's own stage)" if r["reused_from_demo"] else ""
         print(f"\n{r['optimizer']}: {r['steps']} steps ({r['stop_reason']}{'' if r['complete'] else ', INCOMPLETE'}), "
               f"train {r['train_seconds'] / 60:.1f} min{own}; KL last batch {kl_end}, "
-              f"KL on the evaluation's samples {kl_eval} (target {r['kl_target']}); verdict: {v.get('status', 'n/a')}")
+              f"KL on the evaluation's samples {kl_eval} (target {r['kl_target'] or 'none'}); verdict: {v.get('status', 'n/a')}")
         for split, key, label in cols:
             print(f"  {label:<26}{cell(r, split, key) if key else 'n/a'}")
         for reason in v.get("reasons", []):
