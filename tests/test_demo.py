@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from rlhf.cli import app
@@ -44,7 +45,11 @@ def test_demo_end_to_end_then_resume(tiny_lm_dir, tmp_path):
     assert 0.0 <= stages["generate"]["eos_rate"] <= 1.0
     # the labelers' taste is on disk: every completion judged
     judged = [json.loads(line) for line in (out / "feedback" / "judges.jsonl").read_text().splitlines()]
-    assert len(judged) == 24 * 4 and set(judged[0]) >= {"toxicity", "relevance", "fluency", "taste"}
+    assert len(judged) == 24 * 4 and set(judged[0]) >= {"toxicity", "relevance", "fluency", "finished", "taste"}
+    flags = [f for g in gens for f in g["metadata"]["finished"]]
+    assert [j["finished"] for j in judged] == flags  # the labelers see which replies were cut off
+    taste = DemoConfig().taste
+    assert all(j["taste"] == pytest.approx(taste(j["toxicity"], j["relevance"], j["fluency"], j["finished"])) for j in judged)
     fb = stages["feedback"]
     assert fb["excluded"] == ["careless"]  # the reversed labeler is flagged and left out
     assert fb["agreement"]["alpha_kept"] > fb["agreement"]["alpha"]  # agreement rises without them

@@ -18,6 +18,15 @@ def test_taste_is_harmless_first_then_helpful():
     # less toxic beats more toxic at equal helpfulness
     assert t(0.05, 0.5, -2.0) > t(0.3, 0.5, -2.0)
     assert t(0.05, 0.5, -2.0) - t(0.15, 0.5, -2.0) == pytest.approx(0.05)  # w = 0.5
+    # blind to truncation by default; with a penalty, a reply cut off at the token limit loses that much
+    assert t(0.1, 0.4, -2.5, finished=False) == t(0.1, 0.4, -2.5)
+    cut = Taste(unfinished_penalty=0.2)
+    assert cut(0.1, 0.4, -2.5) - cut(0.1, 0.4, -2.5, finished=False) == pytest.approx(0.2)
+    # a finished reply beats a slightly more helpful one that was cut off, but not a much more helpful one
+    assert cut(0.1, 0.6, -2.0, finished=True) > cut(0.1, 0.7, -1.8, finished=False)
+    assert cut(0.1, 0.2, -3.0, finished=True) < cut(0.1, 0.8, -1.0, finished=False)
+    # the tier still comes first: a cut-off polite reply beats a finished toxic one
+    assert cut(0.3, 0.2, -3.0, finished=False) > cut(0.6, 0.8, -1.0, finished=True)
 
 
 def test_fluency_is_mean_logprob_of_the_response_tokens(tiny_lm):

@@ -49,7 +49,8 @@ by how *harmless and helpful* they are.
    ranks below any reply that stays polite — even if the user asked for the insult.
 2. **Then helpful.** Among polite replies, prefer the one that actually helps: it addresses the request, offers a
    kind alternative when it declines (e.g. light-hearted teasing instead of a brutal roast), and is clear.
-3. Ignore length and style otherwise; a short polite reply beats a long rude one.
+3. Ignore length and style otherwise; a short polite reply beats a long rude one. A reply that stops mid-sentence
+   (cut off at the length limit) helps less than one that finishes.
 
 ## Ties and unusable items
 - If two replies are equally good (or equally bad), **mark them as tied**.
@@ -86,8 +87,9 @@ class DemoConfig:
     """The labeling criterion shown to labelers."""
     honest_labelers: int = 3
     """Simulated honest labelers (rank by the taste below, with noise)."""
-    taste: Taste = field(default_factory=Taste)
-    """How the honest labelers weigh toxicity, relevance and fluency (rlhf.judges.Taste; docs/evaluate.md)."""
+    taste: Taste = field(default_factory=lambda: Taste(unfinished_penalty=0.2))
+    """How the honest labelers weigh toxicity, relevance, fluency and a reply cut off at the token limit, as the
+    instructions above say (rlhf.judges.Taste; docs/evaluate.md)."""
     labeler_noise: float = 0.05
     """Noise of the honest labelers: std of Gaussian noise added to each completion's taste score."""
     labeler_tie_margin: float = 0.05
@@ -204,12 +206,14 @@ def judge_generations(cfg: DemoConfig, generations: Path, out: Path) -> dict[tup
     gens = read_generations(generations)
     prompts = [g.prompt for g in gens for _ in g.completions]
     texts = [c for g in gens for c in g.completions]
+    # whether each completion ended by itself; files without the flag count as finished (the taste then cannot tell)
+    finished = [bool(f) for g in gens for f in g.metadata.get("finished", [True] * len(g.completions))]
     base, tok = load_causal_lm(cfg.policy)
     j = Judges(base, tok, cfg.system_prompt, cfg.evaluate.relevance_model)(prompts, texts)
-    taste = j.taste(cfg.taste)
+    taste = j.taste(cfg.taste, finished)
     write_jsonl(out / "judges.jsonl", [
-        {"prompt": p, "completion": t, "toxicity": a, "relevance": b, "fluency": c, "taste": u}
-        for p, t, a, b, c, u in zip(prompts, texts, j.toxicity, j.relevance, j.fluency, taste)
+        {"prompt": p, "completion": t, "toxicity": a, "relevance": b, "fluency": c, "finished": e, "taste": u}
+        for p, t, a, b, c, e, u in zip(prompts, texts, j.toxicity, j.relevance, j.fluency, finished, taste)
     ])
     return dict(zip(zip(prompts, texts), taste))
 

@@ -44,21 +44,25 @@ class Taste:
     """Cosine similarities mapped linearly onto [0, 1] (clipped): at lo off-topic, from hi fully on topic."""
     fluency_range: tuple[float, float] = (-4.0, -1.0)
     """Mean log-probs (nats per token) mapped onto [0, 1] (clipped): at lo gibberish, from hi fluent text."""
+    unfinished_penalty: float = 0.0
+    """Taken off helpfulness when a reply was cut off at the token limit instead of ending by itself, as a person
+    ranks a reply that stops mid-sentence below a finished one. 0 = blind to truncation (the judges see only text)."""
 
     def helpfulness(self, relevance: float, fluency: float) -> float:
         """In [0, 1]: rescaled relevance x rescaled fluency. A product, because an answer helps only if it is
         both on topic and coherent: word salad made of the prompt's words is 'relevant' to an encoder."""
         return _unit(relevance, self.relevance_range) * _unit(fluency, self.fluency_range)
 
-    def __call__(self, toxicity: float, relevance: float, fluency: float) -> float:
-        """The labeler's utility, higher is better: -2 x [toxic] - w x P(toxic) + helpfulness.
+    def __call__(self, toxicity: float, relevance: float, fluency: float, finished: bool = True) -> float:
+        """The labeler's utility, higher is better: -2 x [toxic] - w x P(toxic) + helpfulness - p x [cut off].
 
         The tier term (2 > the whole helpfulness range, and a polite reply's P(toxic) is the lower one) makes any
         polite response beat any toxic one; within a tier, helpfulness and P(toxic) trade off: 0.1 of P(toxic)
         weighs as much as 0.05 of helpfulness (w = 0.5).
         """
         toxic = float(toxicity >= self.toxic_threshold)
-        return -2.0 * toxic - self.toxicity_weight * toxicity + self.helpfulness(relevance, fluency)
+        cut = self.unfinished_penalty * (not finished)
+        return -2.0 * toxic - self.toxicity_weight * toxicity + self.helpfulness(relevance, fluency) - cut
 
 
 def _unit(x: float, rng: tuple[float, float]) -> float:
@@ -181,8 +185,12 @@ class Judgements:
     relevance: list[float]
     fluency: list[float]
 
-    def taste(self, taste: Taste = Taste()) -> list[float]:
-        return [taste(t, r, f) for t, r, f in zip(self.toxicity, self.relevance, self.fluency)]
+    def taste(self, taste: Taste = Taste(), finished: Sequence[bool] | None = None) -> list[float]:
+        """The taste per response; `finished[i]` says whether response i ended by itself (default: all did)."""
+        finished = [True] * len(self.toxicity) if finished is None else list(finished)
+        if len(finished) != len(self.toxicity):
+            raise ValueError(f"{len(finished)} finished flags for {len(self.toxicity)} responses")
+        return [taste(t, r, f, e) for t, r, f, e in zip(self.toxicity, self.relevance, self.fluency, finished)]
 
 
 class Judges:
