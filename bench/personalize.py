@@ -384,6 +384,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.latency_tokens > args.max_new_tokens:  # the chat API refuses longer replies than the server allows
+        ap.error(f"--latency-tokens {args.latency_tokens} exceeds --max-new-tokens {args.max_new_tokens}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "rlhf.reward.train"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
