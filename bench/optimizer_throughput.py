@@ -193,7 +193,7 @@ def profile_rloo(a) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    prof, steps = profile(activities=[ProfilerActivity.CPU]), []
+    prof, steps = profile(activities=[ProfilerActivity.CPU], record_shapes=True), []
 
     def on_step(m: dict) -> None:
         if m["step"] == 1:
@@ -219,6 +219,7 @@ def profile_rloo(a) -> None:
     print(f"  train = forward ~{m['time/train'] - backward - optim:.2f} s + backward {backward:.2f} s + AdamW {optim:.2f} s "
           f"(backward and AdamW from the profiler, forward the rest)")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 def worker(a) -> None:

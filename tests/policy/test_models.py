@@ -60,3 +60,23 @@ def test_logprobs_and_entropy_share_one_logsumexp():
     with torch.no_grad():  # the in-place no-grad path gives the same numbers
         lp2, ent2 = logprobs_and_entropy(logits, tok, 0.7)
     torch.testing.assert_close((lp2, ent2), (lp, ent))
+
+
+def test_response_logits_use_one_matmul_with_a_frozen_head(tiny_tok):
+    # a strided slice through a frozen LM head makes torch.matmul fall back to bmm with the weight expanded per row
+    from rlhf.models.policy import CausalPolicy
+
+    model = _lora_with_nonzero_update(tiny_tok)
+    assert not model.get_output_embeddings().weight.requires_grad
+    ids = tiny_tok(["hot house", "the quick brown fox"], return_tensors="pt", padding=True)
+    seq = torch.cat([ids["input_ids"], torch.tensor([[5, 6, 7], [8, 9, 10]])], dim=1)
+    attn = torch.cat([ids["attention_mask"], torch.ones(2, 3, dtype=torch.long)], dim=1)
+    P = ids["input_ids"].shape[1]
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        logits = CausalPolicy(model)(seq, attn, P).logits
+    ops = {e.key for e in prof.key_averages()}
+    assert "aten::bmm" not in ops  # the tiny model's attention is SDPA: no other bmm
+    with torch.no_grad():
+        full = model(input_ids=seq, attention_mask=attn).logits[:, P - 1 : -1]
+    assert logits.shape == (2, 3, model.config.vocab_size)
+    torch.testing.assert_close(logits, full, rtol=1e-4, atol=1e-5)
