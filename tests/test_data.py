@@ -93,6 +93,14 @@ def test_generations_need_completion_list(tmp_path):
         read_generations(f)
 
 
+def test_generations_finished_flags_must_match_the_completions(tmp_path):
+    ok = '{"prompt": "p", "completions": ["a", "b"], "metadata": {"finished": [true, false]}}\n'
+    bad = '{"prompt": "q", "completions": ["a", "b"], "metadata": {"finished": [true]}}\n'
+    assert read_generations(write(tmp_path / "ok.jsonl", ok))[0].metadata["finished"] == [True, False]
+    with pytest.raises(DataError, match=r"g\.jsonl:2: field 'metadata.finished' must be a list of 2 booleans"):
+        read_generations(write(tmp_path / "g.jsonl", ok + bad))
+
+
 def test_unknown_format(tmp_path):
     with pytest.raises(DataError, match="unknown format"):
         read_prompts(write(tmp_path / "p.txt", "hello"))

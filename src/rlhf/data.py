@@ -253,8 +253,12 @@ def read_generations(path: str | Path) -> list[Generation]:
         comps = rec.get("completions")
         if not isinstance(comps, list) or not comps or not all(isinstance(c, str) for c in comps):
             raise DataError(f"{path}:{lineno}: field 'completions' must be a non-empty list of strings")
+        meta = dict(rec.get("metadata") or {})
+        fin = meta.get("finished")
+        if fin is not None and (not isinstance(fin, list) or len(fin) != len(comps) or not all(isinstance(f, bool) for f in fin)):
+            raise DataError(f"{path}:{lineno}: field 'metadata.finished' must be a list of {len(comps)} booleans, one per completion")
         pid = str(rec.get("id") or stable_id(rec["prompt"]))
-        out.append(Generation(pid, rec["prompt"], tuple(comps), dict(rec.get("metadata") or {})))
+        out.append(Generation(pid, rec["prompt"], tuple(comps), meta))
     return out
 
 

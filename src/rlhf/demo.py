@@ -206,8 +206,8 @@ def judge_generations(cfg: DemoConfig, generations: Path, out: Path) -> dict[tup
     gens = read_generations(generations)
     prompts = [g.prompt for g in gens for _ in g.completions]
     texts = [c for g in gens for c in g.completions]
-    # whether each completion ended by itself; files without the flag count as finished (the taste then cannot tell)
-    finished = [bool(f) for g in gens for f in g.metadata.get("finished", [True] * len(g.completions))]
+    # whether each completion ended by itself; records without the flag count as finished (the taste cannot tell)
+    finished = [f for g in gens for f in g.metadata.get("finished", [True] * len(g.completions))]
     base, tok = load_causal_lm(cfg.policy)
     j = Judges(base, tok, cfg.system_prompt, cfg.evaluate.relevance_model)(prompts, texts)
     taste = j.taste(cfg.taste, finished)

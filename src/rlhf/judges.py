@@ -45,7 +45,7 @@ class Taste:
     fluency_range: tuple[float, float] = (-4.0, -1.0)
     """Mean log-probs (nats per token) mapped onto [0, 1] (clipped): at lo gibberish, from hi fluent text."""
     unfinished_penalty: float = 0.0
-    """Taken off helpfulness when a reply was cut off at the token limit instead of ending by itself, as a person
+    """Subtracted from the taste when a reply was cut off at the token limit instead of ending by itself, as a person
     ranks a reply that stops mid-sentence below a finished one. 0 = blind to truncation (the judges see only text)."""
 
     def helpfulness(self, relevance: float, fluency: float) -> float:
