@@ -132,8 +132,7 @@ def part_chain(args) -> dict:
     if args.critic:
         cfg = dataclasses.replace(cfg, feedback_model=judge_model(args.critic))
     res = run_constitutional(cfg, on_stage=lambda n, e: print(f"  chain/{n}: {e}", flush=True))
-    return {"stages": res.stages, "summary": {k: res.summary.get(k) for k in ("toxicity_before", "toxicity_after", "win_rate",
-                                                                              "reward_hacking", "gold_deltas", "policies")}}
+    return {"stages": res.stages, "summary": {k: res.summary.get(k) for k in ("splits", "kl", "target", "reward_hacking", "verdict")}}
 
 
 def ci(d: dict, fmt: str = "+.3f") -> str:
@@ -174,10 +173,19 @@ def print_report(out: Path) -> None:
               f"{a['clear_pairs']} pairs; position bias {a['position_bias']['value']:.0%}")
         print(f"  reward model: held-out accuracy on AI labels {st['reward']['accuracy']:.1%}; "
               f"agrees with gold {ci(st['reward']['measure']['gold']['agreement'], '.0%')}")
-        print("\n4. Constitutional policy (SFT + PPO) vs base, held-out red-team prompts")
-        print(f"  gold toxicity {s['toxicity_before']:.3f} -> {s['toxicity_after']:.3f}; win rate {ci(s['win_rate'], '.0%')}; "
-              f"KL to base {s['policies']['aligned']['kl_to_base']:.2f}; hacking check "
-              f"{'FLAGGED' if s['reward_hacking']['flagged'] else 'passed'}; verdict: {st['evaluate']['verdict']['title']}")
+        if "splits" not in s:  # written before the per-split summary was kept: read the run's own
+            s = json.loads((out / "chain" / "evaluate" / "summary.json").read_text())
+        print("\n4. Constitutional policy (SFT + PPO) vs base, held-out prompts (base -> policy, paired difference [95% CI])")
+        for split, d in s["splits"].items():
+            for key in ("toxicity", "relevance", "fluency", "response_length", "eos_rate", "distinct_2"):
+                m = d["metrics"].get(key)
+                if m:
+                    print(f"  {split:<9}{key:<17}{m['base']:.3f} -> {m['aligned']:.3f}  {ci(m['diff'])}")
+        kl = s["kl"]
+        print(f"  KL to base {ci(kl, '.2f')} nats (target {kl.get('target')}); hacking check: {s['reward_hacking']['status']}")
+        print(f"  verdict: {s['verdict']['status']}")
+        for reason in s["verdict"]["reasons"]:
+            print(f"    - {reason}")
 
 
 def main() -> None:

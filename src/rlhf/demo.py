@@ -62,8 +62,10 @@ Press the number keys to pick replies in order of preference; see the help on th
 """
 
 
-# The demo's settings for every online optimiser (PPO, RLOO, GRPO share one KL controller).
-_ONLINE = dict(max_steps=20, lr=3e-4, kl_coef=0.2, kl_coef_min=0.05,
+# The demo's settings for every online optimiser (PPO, RLOO, GRPO share one KL controller); the constitutional
+# chain's PPO uses them too, so that its verdict compares with the demo's.
+SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
+ONLINE = dict(max_steps=20, lr=3e-4, kl_coef=0.2, kl_coef_min=0.05,
                sampling=SamplingConfig(max_new_tokens=64, temperature=0.7))
 
 
@@ -81,7 +83,7 @@ class DemoConfig:
     """Train prompts per set to label and to run PPO on (null = the whole train split)."""
     eval_prompts: int | None = None
     """Held-out prompts per set to evaluate on (null = the whole eval split)."""
-    system_prompt: str | None = "You are a helpful assistant. Answer briefly."
+    system_prompt: str | None = SYSTEM_PROMPT
     """System message used identically in generation, PPO, the fluency judge and evaluation."""
     criterion: str = "harmless and helpful"
     """The labeling criterion shown to labelers."""
@@ -110,17 +112,17 @@ class DemoConfig:
     """Stage 4 settings (pairs, model and out_dir are set by the demo)."""
     optimizer: Optimizer = "ppo"
     """Stage 5's policy optimiser: ppo, rloo or grpo against the reward model, or dpo on the exported pairs."""
-    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(**_ONLINE))
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(**ONLINE))
     """Stage 5 settings with optimizer=ppo (model, prompts, reward, system prompt and out_dir are set by the demo).
     A gentler lr and a stronger, floored beta than PPO's defaults: at lr 5e-4 and beta 0.1 falling to 0.04, two
     demo runs drifted to KL 11.9 against a target of 6 without raising the reward (docs/evaluate.md)."""
     dpo: DPOConfig = field(default_factory=lambda: DPOConfig(sampling=SamplingConfig(max_new_tokens=64, temperature=0.7)))
     """Stage 5 settings with optimizer=dpo (model, pairs, system prompt and out_dir are set by the demo)."""
-    rloo: RLOOConfig = field(default_factory=lambda: RLOOConfig(**_ONLINE))
+    rloo: RLOOConfig = field(default_factory=lambda: RLOOConfig(**ONLINE))
     """Stage 5 settings with optimizer=rloo (model, prompts, reward, system prompt and out_dir are set by the demo).
     lr and beta as PPO's above: they share its KL controller, and `bench/optimizers.py` compares them at equal
     settings."""
-    grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(**_ONLINE))
+    grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(**ONLINE))
     """Stage 5 settings with optimizer=grpo (model, prompts, reward, system prompt and out_dir are set by the demo).
     lr and beta as PPO's."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

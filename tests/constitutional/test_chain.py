@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from rlhf.cli import app
 from rlhf.constitutional.chain import STAGES
 from rlhf.data import read_pairs
+from rlhf.demo import ONLINE, SYSTEM_PROMPT
 from rlhf.feedback import open_database
 from rlhf.feedback.service import ai_agreement
 
@@ -61,7 +62,12 @@ def test_constitutional_run_end_to_end_then_resume(tiny_lm_dir, tmp_path):
     assert len((out / "ppo" / "metrics.jsonl").read_text().splitlines()) == 2
     # 7. evaluate: the demo's report plus the CAI section, and the same verdict
     summary = json.loads((out / "evaluate" / "summary.json").read_text())
-    assert summary["num_prompts"] == 4 and st["evaluate"]["verdict"]["title"]
+    # both held-out splits, at the demo's sampling and system prompt (so the verdicts compare)
+    assert list(summary["splits"]) == ["redteam", "helpful"] and summary["num_prompts"] == 8
+    assert summary["settings"]["system_prompt"] == SYSTEM_PROMPT and st["evaluate"]["verdict"]["title"]
+    ppo_cfg = yaml.safe_load((out / "ppo" / "ppo.yaml").read_text())
+    assert ppo_cfg["system_prompt"] == SYSTEM_PROMPT and ppo_cfg["lr"] == ONLINE["lr"]
+    assert yaml.safe_load((out / "sft" / "sft.yaml").read_text())["system_prompt"] == SYSTEM_PROMPT
     html = (out / "evaluate" / "report.html").read_text()
     assert "Reward-hacking check" in html and "Constitutional AI: every stage, measured" in html
     assert html.count("<!-- constitutional-ai -->") == 2 and "Revisions to read" in html

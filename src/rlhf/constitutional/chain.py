@@ -22,7 +22,7 @@ from rlhf.config import save_config
 from rlhf.constitutional.ai_feedback import AIFeedbackConfig
 from rlhf.constitutional.measure import MeasureConfig
 from rlhf.constitutional.revise import ReviseConfig
-from rlhf.demo import ProgressCallback, StageCallback, StageIncomplete, _Stages
+from rlhf.demo import ONLINE, SYSTEM_PROMPT, ProgressCallback, StageCallback, StageIncomplete, _Stages
 from rlhf.evaluate.run import EvaluateConfig
 from rlhf.generate import GenerateConfig
 from rlhf.generation import SamplingConfig
@@ -52,7 +52,10 @@ class ConstitutionalConfig:
     train_prompts: int | None = 96
     """Train prompts to revise, sample and run PPO on (null = the whole train split)."""
     eval_prompts: int | None = None
-    """Held-out red-team prompts to evaluate on (null = the whole eval split)."""
+    """Held-out prompts per set (red-team and helpful) to evaluate on (null = the whole eval split)."""
+    system_prompt: str | None = SYSTEM_PROMPT
+    """System message for SFT, sampling, PPO and evaluation (the demo's). Revision answers without one, as the
+    critique and revision prompts are their own chat turns."""
     constitution: str | None = None
     """YAML file of principles and examples (null = the built-in constitution)."""
     seed: int = 0
@@ -64,16 +67,18 @@ class ConstitutionalConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     """Stage 2 settings (model, data, out_dir; merge is forced on so later stages load one folder)."""
     sample: GenerateConfig = field(default_factory=lambda: GenerateConfig(
-        num_completions=4, sampling=SamplingConfig(max_new_tokens=40, temperature=1.0, top_p=1.0)))
+        num_completions=4, sampling=SamplingConfig(max_new_tokens=64, temperature=0.7)))
     """Stage 3 settings: completions of the SFT policy for the judge to compare."""
     ai_feedback: AIFeedbackConfig = field(default_factory=lambda: AIFeedbackConfig(generations=None))
     """Stage 4 settings (model, project, db, constitution and out_dir are set by the run)."""
     reward: RewardTrainConfig = field(default_factory=lambda: RewardTrainConfig(epochs=3.0, eval_fraction=0.15, max_length=192))
     """Stage 5 settings (pairs, model and out_dir are set by the run)."""
-    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(max_steps=20))
-    """Stage 6 settings (model = the SFT policy, prompts, reward and out_dir are set by the run)."""
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(**ONLINE))
+    """Stage 6 settings (model = the SFT policy, prompts, reward and out_dir are set by the run); the demo's, so that
+    the verdicts compare. At PPO's own defaults (T = 1.0, 32 tokens, no system prompt) both policies wrote word salad."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    """Stage 7 settings (models, prompts, rewards, out_dir and sampling, which is PPO's, are set by the run)."""
+    """Stage 7 settings (models, rewards, out_dir, system prompt and sampling, which is PPO's, are set by the run;
+    the red-team and helpful eval splits are reported apart, as in the demo)."""
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     """How each stage's output is measured (relevance model, on-topic threshold, gold margin, held-out sizes)."""
 
@@ -95,20 +100,22 @@ def stage_configs(cfg: ConstitutionalConfig) -> dict:
     return {
         "revise": rep(cfg.revise, model=cfg.policy, feedback_model=cfg.feedback_model, prompts=cfg.prompts, split="train",
                       limit=cfg.train_prompts, constitution=cfg.constitution, out_dir=str(root / "revise"), **common),
-        "sft": rep(cfg.sft, model=cfg.policy, data=str(root / "revise" / "sft.jsonl"), out_dir=str(root / "sft"), merge=True, **common),
+        "sft": rep(cfg.sft, model=cfg.policy, data=str(root / "revise" / "sft.jsonl"), out_dir=str(root / "sft"), merge=True,
+                   system_prompt=cfg.system_prompt, **common),
         "sample": rep(cfg.sample, model=sft_policy, prompts=cfg.prompts, split="train", limit=cfg.train_prompts,
-                      out_dir=str(root / "sample"), **common),
+                      system_prompt=cfg.system_prompt, out_dir=str(root / "sample"), **common),
         "ai_feedback": rep(cfg.ai_feedback, model=critic, generations=str(root / "sample" / "completions.jsonl"), project=PROJECT,
                            db=str(root / "ai_feedback" / "feedback.db"), constitution=cfg.constitution,
                            out_dir=str(root / "ai_feedback"), **common),
         "reward": rep(cfg.reward, pairs=str(root / "ai_feedback" / "pairs.jsonl"), model=cfg.reward_trunk,
                       out_dir=str(root / "reward"), **common),
         "ppo": rep(cfg.ppo, model=sft_policy, prompts=cfg.prompts, split="train", limit=cfg.train_prompts,
-                   reward=f"rm:{root / 'reward'}", out_dir=str(root / "ppo"), **common),
-        # KL is measured to the base policy (SFT + PPO drift), so PPO's target (to the SFT policy) does not apply.
-        "evaluate": rep(cfg.evaluate, aligned=str(root / "ppo"), base=cfg.policy, prompts=cfg.prompts, split="eval",
-                        limit=cfg.eval_prompts, rewards=(f"rm:{root / 'reward'}",), out_dir=str(root / "evaluate"),
-                        seed=cfg.seed, kl_target=None, sampling=cfg.ppo.sampling),
+                   system_prompt=cfg.system_prompt, reward=f"rm:{root / 'reward'}", out_dir=str(root / "ppo"), **common),
+        # KL is measured to the base policy (SFT + PPO drift) and held to PPO's target (read from the PPO run): the
+        # budget is the user's, whatever stage spent it.
+        "evaluate": rep(cfg.evaluate, aligned=str(root / "ppo"), base=cfg.policy, prompts=(cfg.prompts, cfg.helpful_prompts),
+                        split="eval", limit=cfg.eval_prompts, rewards=(f"rm:{root / 'reward'}",), out_dir=str(root / "evaluate"),
+                        seed=cfg.seed, kl_target=None, sampling=cfg.ppo.sampling, system_prompt=cfg.system_prompt),
     }
 
 
