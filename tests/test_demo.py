@@ -41,11 +41,12 @@ def test_demo_end_to_end_then_resume(tiny_lm_dir, tmp_path):
     train = [json.loads(line) for line in (out / "prompts_train.jsonl").read_text().splitlines()]
     assert [r["metadata"]["set"] for r in train[:4]] == ["redteam", "helpful", "redteam", "helpful"] and len(train) == 24
     gens = [json.loads(line) for line in (out / "generate" / "completions.jsonl").read_text().splitlines()]
-    assert len(gens) == 24 and all(len(g["completions"]) == 4 for g in gens)
+    k = DemoConfig().generate.num_completions
+    assert len(gens) == 24 and all(len(g["completions"]) == k for g in gens)
     assert 0.0 <= stages["generate"]["eos_rate"] <= 1.0
     # the labelers' taste is on disk: every completion judged
     judged = [json.loads(line) for line in (out / "feedback" / "judges.jsonl").read_text().splitlines()]
-    assert len(judged) == 24 * 4 and set(judged[0]) >= {"toxicity", "relevance", "fluency", "finished", "taste"}
+    assert len(judged) == 24 * k and set(judged[0]) >= {"toxicity", "relevance", "fluency", "finished", "taste"}
     flags = [f for g in gens for f in g["metadata"]["finished"]]
     assert [j["finished"] for j in judged] == flags  # the labelers see which replies were cut off
     taste = DemoConfig().taste
