@@ -28,8 +28,8 @@ def response_hidden(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torc
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
         use_cache=False,
     )
-    # contiguous: on a strided slice, F.linear with the frozen LM head falls back to a batched matmul that
-    # reads the (V, H) weight once per row, 1.4-4x slower than one matmul (docs/policy.md, profile)
+    # contiguous: on a strided slice, F.linear with the frozen LM head falls back to a bmm that multiplies the
+    # (V, H) weight once per sequence, 1.6x slower than one matmul at the 124M shape (docs/policy.md, profile)
     return out.last_hidden_state[:, prompt_len - 1 : -1].contiguous()  # (B, T, H)
 
 
