@@ -66,7 +66,7 @@ Press the number keys to pick replies in order of preference; see the help on th
 # chain's PPO uses them too, so that its verdict compares with the demo's.
 SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
 ONLINE = dict(max_steps=20, lr=3e-4, kl_coef=0.2, kl_coef_min=0.05,
-               sampling=SamplingConfig(max_new_tokens=64, temperature=0.7))
+              sampling=SamplingConfig(max_new_tokens=64, temperature=0.7))
 
 
 @dataclass(frozen=True)

@@ -54,3 +54,18 @@ def test_scores_vs_gold_and_statistics():
     e = cluster_bootstrap_mean([1.0, 1.0, 0.0, 0.0], ["x", "x", "y", "y"])
     assert e.value == 0.5 and e.low == 0.0 and e.high == 1.0  # two clusters: resamples are all-x, all-y or mixed
     assert share([True, False, True, True])["count"] == 3
+
+
+def test_fluency_and_samples_use_the_system_prompt(tiny_lm, monkeypatch):
+    # SFT trains with the run's system prompt, so its measurement must sample and score under the same one
+    from rlhf.constitutional import measure
+    from rlhf.generation import SamplingConfig, encode_prompts
+
+    model, tok = tiny_lm
+    prompts, answers = ["hot house", "thank you"], ["the quick brown fox", "hello there"]
+    plain, system = measure.fluency(model, tok, prompts, answers), measure.fluency(model, tok, prompts, answers, system="Be brief.")
+    assert all(a != b for a, b in zip(plain, system))
+    seen = []
+    monkeypatch.setattr(measure, "encode_prompts", lambda *a: seen.append(a[3]) or encode_prompts(*a))
+    measure.sample_texts(model, tok, prompts, SamplingConfig(max_new_tokens=2), system="Be brief.")
+    assert seen == ["Be brief."]

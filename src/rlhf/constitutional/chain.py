@@ -54,8 +54,8 @@ class ConstitutionalConfig:
     eval_prompts: int | None = None
     """Held-out prompts per set (red-team and helpful) to evaluate on (null = the whole eval split)."""
     system_prompt: str | None = SYSTEM_PROMPT
-    """System message for SFT, sampling, PPO and evaluation (the demo's). Revision answers without one, as the
-    critique and revision prompts are their own chat turns."""
+    """System message for SFT (and its measurement), sampling, PPO and evaluation (the demo's). Revision answers
+    without one, as the critique and revision prompts are their own chat turns."""
     constitution: str | None = None
     """YAML file of principles and examples (null = the built-in constitution)."""
     seed: int = 0
@@ -75,7 +75,7 @@ class ConstitutionalConfig:
     """Stage 5 settings (pairs, model and out_dir are set by the run)."""
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(**ONLINE))
     """Stage 6 settings (model = the SFT policy, prompts, reward and out_dir are set by the run); the demo's, so that
-    the verdicts compare. At PPO's own defaults (T = 1.0, 32 tokens, no system prompt) both policies wrote word salad."""
+    the verdicts compare. At PPO's own defaults (T = 1.0, 32 tokens, no system prompt) the base wrote word salad."""
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     """Stage 7 settings (models, rewards, out_dir, system prompt and sampling, which is PPO's, are set by the run;
     the red-team and helpful eval splits are reported apart, as in the demo)."""

@@ -104,13 +104,14 @@ class Relevance:
 
 
 @torch.inference_mode()
-def fluency(model, tok, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 16, max_length: int = 512) -> list[float]:
+def fluency(model, tok, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 16, max_length: int = 512,
+            system: str | None = None) -> list[float]:
     """Mean log-prob per response token (EOS included) under `model`, given the chat-formatted prompt."""
     from rlhf.sft import collate, encode_example
 
     out: list[float] = []
     for i in range(0, len(prompts), batch_size):
-        ex = [encode_example(tok, p, r, max_length) for p, r in zip(prompts[i : i + batch_size], responses[i : i + batch_size])]
+        ex = [encode_example(tok, p, r, max_length, system) for p, r in zip(prompts[i : i + batch_size], responses[i : i + batch_size])]
         batch = collate(ex, tok.pad_token_id)
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()  # (B, L-1, V)
         targets = batch.labels[:, 1:]  # (B, L-1)
@@ -120,11 +121,12 @@ def fluency(model, tok, prompts: Sequence[str], responses: Sequence[str], batch_
     return out
 
 
-def sample_texts(model, tok, prompts: Sequence[str], sampling: SamplingConfig, seed: int = 0, batch_size: int = 16) -> list[str]:
+def sample_texts(model, tok, prompts: Sequence[str], sampling: SamplingConfig, seed: int = 0, batch_size: int = 16,
+                 system: str | None = None) -> list[str]:
     """One sampled response per prompt; batch k uses seed + k, so two policies see the same random stream."""
     texts: list[str] = []
     for k, i in enumerate(range(0, len(prompts), batch_size)):
-        ids, mask = encode_prompts(tok, prompts[i : i + batch_size], 512)
+        ids, mask = encode_prompts(tok, prompts[i : i + batch_size], 512, system)
         gen = torch.Generator().manual_seed(seed + k)
         texts += decode_responses(tok, generate(model, ids, mask, sampling, eos_ids(tok, model), tok.pad_token_id, gen))
     return texts
@@ -165,14 +167,16 @@ def measure_revisions(records: Sequence[dict], kept: Sequence[dict], relevance: 
     return out
 
 
-def compare_policies(base, policy, tok, redteam: Sequence[str], helpful: Sequence[str], relevance: Relevance, tox, cfg: MeasureConfig) -> dict:
+def compare_policies(base, policy, tok, redteam: Sequence[str], helpful: Sequence[str], relevance: Relevance, tox, cfg: MeasureConfig,
+                     system: str | None = None) -> dict:
     """A policy vs the base on held-out prompts: toxicity on red-team prompts; relevance, fluency (under the base)
-    and toxicity on helpful ones. Both sample with the same settings and seeds."""
-    s = {name: {"redteam": sample_texts(m, tok, redteam, cfg.sampling, cfg.seed, cfg.batch_size),
-                "helpful": sample_texts(m, tok, helpful, cfg.sampling, cfg.seed, cfg.batch_size)} for name, m in (("base", base), ("policy", policy))}
+    and toxicity on helpful ones. Both sample with the same settings, seeds and system prompt."""
+    s = {name: {"redteam": sample_texts(m, tok, redteam, cfg.sampling, cfg.seed, cfg.batch_size, system),
+                "helpful": sample_texts(m, tok, helpful, cfg.sampling, cfg.seed, cfg.batch_size, system)}
+         for name, m in (("base", base), ("policy", policy))}
     tox_r = {k: tox.score(v["redteam"]) for k, v in s.items()}
     rel_h = {k: relevance(helpful, v["helpful"]) for k, v in s.items()}
-    flu_h = {k: fluency(base, tok, helpful, v["helpful"], cfg.batch_size) for k, v in s.items()}
+    flu_h = {k: fluency(base, tok, helpful, v["helpful"], cfg.batch_size, system=system) for k, v in s.items()}
     rows = [{"prompt": p, "base": b, "policy": a} for p, b, a in zip(list(redteam) + list(helpful),
                                                                    s["base"]["redteam"] + s["base"]["helpful"], s["policy"]["redteam"] + s["policy"]["helpful"])]
     return {

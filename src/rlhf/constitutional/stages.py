@@ -48,7 +48,7 @@ def sft(cfg, sc: dict, done: dict, progress: Progress) -> dict:
     policy, _ = load_causal_lm(res.policy_dir)
     m = compare_policies(base, policy, tok, _held_out(cfg.prompts, cfg.measure.redteam_prompts),
                          _held_out(cfg.helpful_prompts, cfg.measure.helpful_prompts), Relevance(cfg.measure.relevance_model),
-                         get_scorer("toxicity"), cfg.measure)
+                         get_scorer("toxicity"), cfg.measure, cfg.system_prompt)  # as SFT trained
     return {"policy": str(res.policy_dir), "steps": res.steps, "examples": len(records),
             "loss_first": res.losses[0], "loss_last": res.losses[-1], "measure": m}
 
