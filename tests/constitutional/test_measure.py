@@ -56,16 +56,26 @@ def test_scores_vs_gold_and_statistics():
     assert share([True, False, True, True])["count"] == 3
 
 
-def test_fluency_and_samples_use_the_system_prompt(tiny_lm, monkeypatch):
+def test_policy_comparison_samples_and_scores_under_the_system_prompt(tiny_lm, monkeypatch):
     # SFT trains with the run's system prompt, so its measurement must sample and score under the same one
+    import rlhf.judges
     from rlhf.constitutional import measure
     from rlhf.generation import SamplingConfig, encode_prompts
 
     model, tok = tiny_lm
-    prompts, answers = ["hot house", "thank you"], ["the quick brown fox", "hello there"]
-    plain, system = measure.fluency(model, tok, prompts, answers), measure.fluency(model, tok, prompts, answers, system="Be brief.")
-    assert all(a != b for a, b in zip(plain, system))
-    seen = []
-    monkeypatch.setattr(measure, "encode_prompts", lambda *a: seen.append(a[3]) or encode_prompts(*a))
-    measure.sample_texts(model, tok, prompts, SamplingConfig(max_new_tokens=2), system="Be brief.")
-    assert seen == ["Be brief."]
+    sampled, scored = [], []
+    monkeypatch.setattr(measure, "encode_prompts", lambda *a: sampled.append(a[3]) or encode_prompts(*a))
+    real = rlhf.judges.FluencyJudge
+    monkeypatch.setattr(rlhf.judges, "FluencyJudge", lambda m, t, system, bs: scored.append(system) or real(m, t, system, bs))
+    cfg = measure.MeasureConfig(sampling=SamplingConfig(max_new_tokens=2), batch_size=4, examples=1)
+    relevance = lambda prompts, responses: [0.5] * len(prompts)  # noqa: E731
+    out = measure.compare_policies(model, model, tok, ["hot house"], ["thank you", "hello"], relevance,
+                                   FakeTox(_AnyText()), cfg, system="Be brief.")
+    assert sampled == ["Be brief."] * 4 and scored == ["Be brief."]  # 2 policies x 2 sets; one judge
+    # the same model on both sides, the same seeds: identical samples, so every paired difference is 0
+    assert out["helpful_fluency"]["delta"]["value"] == 0.0 and out["helpful_fluency"]["before"] < 0
+
+
+class _AnyText(dict):
+    def __missing__(self, key):
+        return 0.1

@@ -103,24 +103,6 @@ class Relevance:
         return [c if r.strip() else 0.0 for c, r in zip(cos, responses)]
 
 
-@torch.inference_mode()
-def fluency(model, tok, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 16, max_length: int = 512,
-            system: str | None = None) -> list[float]:
-    """Mean log-prob per response token (EOS included) under `model`, given the chat-formatted prompt."""
-    from rlhf.sft import collate, encode_example
-
-    out: list[float] = []
-    for i in range(0, len(prompts), batch_size):
-        ex = [encode_example(tok, p, r, max_length, system) for p, r in zip(prompts[i : i + batch_size], responses[i : i + batch_size])]
-        batch = collate(ex, tok.pad_token_id)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()  # (B, L-1, V)
-        targets = batch.labels[:, 1:]  # (B, L-1)
-        mask = targets != -100
-        lp = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, L-1)
-        out += ((lp * mask).sum(-1) / mask.sum(-1).clamp(min=1)).tolist()
-    return out
-
-
 def sample_texts(model, tok, prompts: Sequence[str], sampling: SamplingConfig, seed: int = 0, batch_size: int = 16,
                  system: str | None = None) -> list[str]:
     """One sampled response per prompt; batch k uses seed + k, so two policies see the same random stream."""
@@ -176,7 +158,10 @@ def compare_policies(base, policy, tok, redteam: Sequence[str], helpful: Sequenc
          for name, m in (("base", base), ("policy", policy))}
     tox_r = {k: tox.score(v["redteam"]) for k, v in s.items()}
     rel_h = {k: relevance(helpful, v["helpful"]) for k, v in s.items()}
-    flu_h = {k: fluency(base, tok, helpful, v["helpful"], cfg.batch_size, system=system) for k, v in s.items()}
+    from rlhf.judges import FluencyJudge  # the evaluation's own fluency judge, so the figures compare
+
+    fluency = FluencyJudge(base, tok, system, cfg.batch_size)
+    flu_h = {k: fluency(helpful, v["helpful"]) for k, v in s.items()}
     rows = [{"prompt": p, "base": b, "policy": a} for p, b, a in zip(list(redteam) + list(helpful),
                                                                    s["base"]["redteam"] + s["base"]["helpful"], s["policy"]["redteam"] + s["policy"]["helpful"])]
     return {
