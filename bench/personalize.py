@@ -128,8 +128,10 @@ class Bench:
         rows = logs.setdefault(name, [])
         taste, pick = TASTES[name], random.Random(f"{self.a.seed}:{name}:{rnd}:choices")
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {self.tokens[name]}"}, timeout=3600) as c:
+            # A resumed round reuses its conversations: a request_id is bound to the conversation it was sent in.
+            earlier = {conv["title"]: conv["id"] for conv in reversed(c.get("/api/chat/conversations").json())}
             for i, prompt in enumerate(prompts):
-                conv = c.post("/api/chat/conversations", json={"title": prompt[:80]}).json()["id"]
+                conv = earlier.get(prompt[:80]) or c.post("/api/chat/conversations", json={"title": prompt[:80]}).json()["id"]
                 body = {"message": prompt, "compare": True, "request_id": f"{name}-{rnd}-{i}"}
                 for _ in range(20):
                     r = c.post(f"/api/chat/conversations/{conv}/turns", json=body)

@@ -1,5 +1,6 @@
 """`rlhf demo` end to end on the tiny model: every stage's output lands in one run folder."""
 
+import dataclasses
 import json
 
 import pytest
@@ -76,6 +77,11 @@ def test_demo_end_to_end_then_resume(tiny_lm_dir, tmp_path):
     # Re-running skips finished stages; --stage re-runs one alone.
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and res.output.count("already done, skipped") == 5, res.output
+    # A resume with other settings for a finished stage is refused, by name, and the saved YAML stays as it was.
+    saved = (out / "demo.yaml").read_text()
+    res = CliRunner().invoke(app, args + ["--set", "reward.lr=0.001", "--set", "threads=1"])
+    assert res.exit_code != 0 and "reward: lr 0.0001 -> 0.001" in " ".join(res.output.split()), res.output
+    assert "threads" not in res.output and (out / "demo.yaml").read_text() == saved
     before = (out / "evaluate" / "summary.json").stat().st_mtime_ns
     res = CliRunner().invoke(app, args + ["--stage", "evaluate"])
     assert res.exit_code == 0, res.output
@@ -130,3 +136,25 @@ def test_an_incomplete_stage_exits_3_with_its_message(monkeypatch):
     res = CliRunner().invoke(app, ["demo", "--out", "unused"])
     assert res.exit_code == 3
     assert "incomplete" in res.output and "after 3 steps" in res.output
+
+
+def test_stage_settings_are_checked_per_finished_stage(tmp_path):
+    # Shared by `rlhf demo` and `rlhf constitutional run`: only a finished stage's own settings are binding.
+    from rlhf.config import ConfigError
+    from rlhf.demo import _Stages
+
+    cfg = load_config(DemoConfig, None, [f"out_dir={tmp_path}"])
+    stages = _Stages(tmp_path / "stages.json")
+    stages.finish("reward", {"accuracy": 0.7}, {"config": cfg.reward, "threads": 2})
+    assert json.loads((tmp_path / "stage_settings.json").read_text())["reward"]["config"]["lr"] == 1e-4
+
+    again = _Stages(tmp_path / "stages.json")  # as a resumed run reads it
+    changed = {"reward": {"config": dataclasses.replace(cfg.reward, lr=1e-3, epochs=2.0), "threads": 1},
+               "ppo": {"config": cfg.ppo}}  # ppo has not run: its settings are free to change
+    with pytest.raises(ConfigError) as e:
+        again.check(changed)
+    assert "reward: config.epochs 1.0 -> 2.0" in str(e.value) and "reward: config.lr 0.0001 -> 0.001" in str(e.value)
+    assert "threads" not in str(e.value) and "ppo" not in str(e.value)
+    again.check(changed, rerun="reward")  # --stage reward re-runs it under the new settings
+    again.check({"reward": {"config": cfg.reward, "threads": 8}})  # threads change speed, not results
+    _Stages(tmp_path / "old" / "stages.json").check(changed)  # a folder from before this check has nothing to compare

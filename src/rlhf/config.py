@@ -208,6 +208,8 @@ def to_dict(cfg: Any) -> dict:
             return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, (list, tuple)):
             return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
         if isinstance(v, Path):
             return str(v)
         return v

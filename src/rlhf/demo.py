@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rlhf.config import save_config
+from rlhf.config import ConfigError, save_config, to_dict
 from rlhf.data import read_records, write_json
 from rlhf.evaluate.run import EvaluateConfig, EvaluationResult, run_evaluate
 from rlhf.feedback.config import AgreementConfig, ExportConfig, ServeConfig, SimulationConfig
@@ -149,18 +149,54 @@ ProgressCallback = Callable[[str, int, int, str], None]  # (stage, done, total, 
 
 
 class _Stages:
-    """stages.json: finished stages and their results, written atomically after each stage."""
+    """stages.json: finished stages and their results, written atomically after each stage.
+
+    Beside it, stage_settings.json keeps the settings each finished stage ran with, so that a resume with other
+    settings is refused instead of mixing results made under two configs.
+    """
 
     def __init__(self, path: Path):
         self.path = path
+        self.settings_path = path.with_name("stage_settings.json")
         self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        self.settings: dict[str, Any] = json.loads(self.settings_path.read_text()) if self.settings_path.exists() else {}
 
     def done(self, name: str) -> bool:
         return name in self.data
 
-    def finish(self, name: str, result: dict) -> None:
+    def check(self, settings: dict[str, Any], rerun: str | None = None) -> None:
+        """Refuse when a finished stage (other than `rerun`) ran with settings other than these."""
+        changed = []
+        for name, now in settings.items():
+            if name == rerun or not self.done(name) or name not in self.settings:
+                continue
+            before = _flat(self.settings[name])
+            after = _flat(json.loads(json.dumps(to_dict(now))))
+            changed += [f"{name}: {k} {before.get(k, '(unset)')!r} -> {after.get(k, '(unset)')!r}"
+                        for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
+        if changed:
+            raise ConfigError(
+                f"{self.path.parent}: finished stages ran with other settings ({self.settings_path.name}):\n  "
+                + "\n  ".join(changed) + "\nResume with the same settings, use another --out, or re-run the stage "
+                "with --stage NAME (and the stages after it).")
+
+    def finish(self, name: str, result: dict, settings: Any = None) -> None:
         self.data[name] = result
+        if settings is not None:
+            self.settings[name] = to_dict(settings)
+            write_json(self.settings_path, self.settings)
         write_json(self.path, self.data)
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys -> leaf values; `threads` is left out (it changes speed, not results)."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if k != "threads":
+            out |= _flat(v, f"{prefix}.{k}" if prefix else k)
+    return out
 
 
 def stage_configs(cfg: DemoConfig) -> dict[str, Any]:
@@ -183,6 +219,19 @@ def stage_configs(cfg: DemoConfig) -> dict[str, Any]:
         "evaluate": rep(cfg.evaluate, aligned=policy.out_dir, base=None, prompts=tuple(cfg.prompts), split="eval",
                         limit=cfg.eval_prompts, rewards=(f"rm:{root / 'reward'}",), out_dir=str(root / "evaluate"),
                         seed=cfg.seed, sampling=None, system_prompt=None, kl_target=None),
+    }
+
+
+def stage_settings(cfg: DemoConfig, sc: dict[str, Any]) -> dict[str, Any]:
+    """What each stage's results depend on, beyond the stages before it (checked on resume)."""
+    labelers = ("criterion", "honest_labelers", "taste", "labeler_noise", "labeler_tie_margin", "bad_labeler",
+                "labelers_per_item", "seed")
+    return {
+        "generate": {"prompt_sets": cfg.prompts, "train_prompts": cfg.train_prompts, "config": sc["generate"]},
+        "feedback": {k: getattr(cfg, k) for k in labelers},
+        "reward": sc["reward"],
+        "ppo": {"optimizer": cfg.optimizer, "config": sc["ppo"]},
+        "evaluate": sc["evaluate"],
     }
 
 
@@ -287,12 +336,14 @@ def run_demo(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     root = Path(cfg.out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, root / "demo.yaml")
-    stages = _Stages(root / "stages.json")
-    sc = stage_configs(cfg)
     if only is not None and only not in STAGES:
         raise ValueError(f"unknown stage {only!r}; choose from {', '.join(STAGES)}")
+    root.mkdir(parents=True, exist_ok=True)
+    stages = _Stages(root / "stages.json")
+    sc = stage_configs(cfg)
+    settings = stage_settings(cfg, sc)
+    stages.check(settings, rerun=only)
+    save_config(cfg, root / "demo.yaml")
 
     def should_run(name: str) -> bool:
         run = name == only if only else not stages.done(name)
@@ -301,7 +352,7 @@ def run_demo(
         return run
 
     def done(name: str, result: dict, t0: float) -> None:
-        stages.finish(name, result | {"seconds": round(time.perf_counter() - t0, 1)})
+        stages.finish(name, result | {"seconds": round(time.perf_counter() - t0, 1)}, settings[name])
         if on_stage:
             on_stage(name, "done")
 

@@ -136,9 +136,11 @@ def run_constitutional(
         torch.set_num_threads(cfg.threads)
     root = Path(cfg.out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, root / "constitutional.yaml")
     stages = _Stages(root / "stages.json")
     sc = stage_configs(cfg)
+    settings = {name: {"config": sc[name], "measure": cfg.measure} for name in STAGES}  # each stage measures its output
+    stages.check(settings, rerun=only)
+    save_config(cfg, root / "constitutional.yaml")
     runners = {"revise": st.revise, "sft": st.sft, "sample": st.sample, "ai_feedback": st.ai_feedback,
                "reward": st.reward, "ppo": st.ppo, "evaluate": st.evaluate}
     for name in STAGES:
@@ -150,7 +152,7 @@ def run_constitutional(
         t0 = time.perf_counter()
         progress = (lambda d, t, info="", _n=name: on_progress(_n, d, t, info)) if on_progress else (lambda *a, **k: None)
         result = runners[name](cfg, sc, stages.data, progress)
-        stages.finish(name, result | {"seconds": round(time.perf_counter() - t0, 1)})
+        stages.finish(name, result | {"seconds": round(time.perf_counter() - t0, 1)}, settings[name])
         if on_stage:
             on_stage(name, "done")
     summary_path = Path(sc["evaluate"].out_dir) / "summary.json"
