@@ -309,8 +309,8 @@ class Bench:
 
 def report(b: Bench, res: dict) -> None:
     a = b.a
-    print(f"\nmachine: {machine(f'torch {torch.__version__}', f'{a.threads} threads')} (shared with other jobs: "
-          "timings are provisional)")
+    print(f"\nmachine: {machine(f'torch {torch.__version__}', f'{a.threads} threads')} (timings are provisional "
+          "unless nothing else ran)")
     print(f"model {a.model}, personal reward trunk {a.trunk} (frozen), standard RM trunk {a.rm_trunk}; {len(TASTES)} users x {a.turns} A/B choices x {a.rounds} rounds; "
           f"replies <= {a.max_new_tokens} tokens at T={a.temperature}, system prompt {a.system!r}; "
           f"PPO {a.steps} steps/user/round")

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -90,6 +91,36 @@ def test_run_generate_writes_and_resumes(tiny_lm_dir, tmp_path):
     assert all(len(r["completions"]) == 3 and len(r["metadata"]["num_tokens"]) == 3 for r in rows)
     assert (tmp_path / "out" / "generate.yaml").exists()
     assert run_generate(cfg).completions == 0  # nothing left to do
+
+
+def test_alt_completions_sample_their_slots_under_the_alt_system_prompt(tiny_lm_dir, tmp_path, monkeypatch):
+    import rlhf.generator
+
+    seen = []
+    real = rlhf.generator.generate
+
+    def spy(model, input_ids, attention_mask, *a, **k):  # noqa: ANN001, ANN202
+        seen.append(input_ids.clone())
+        return real(model, input_ids, attention_mask, *a, **k)
+
+    monkeypatch.setattr(rlhf.generator, "generate", spy)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"prompt number {i}"}) + "\n" for i in range(2)))
+    cfg = load_config(GenerateConfig, None, ["sampling.max_new_tokens=4", "split=null"], model=str(tiny_lm_dir),
+                      prompts=str(prompts), out_dir=str(tmp_path / "out"), num_completions=3, batch_size=6,
+                      system_prompt="Be kind.", alt_completions=1, alt_system_prompt="Be blunt.")
+    run_generate(cfg)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    texts = [tok.decode(row, skip_special_tokens=True) for row in seen[0]]
+    assert [("Be blunt." in t, "Be kind." in t) for t in texts] == [(False, True), (False, True), (True, False)] * 2
+    rows = [json.loads(line) for line in (tmp_path / "out" / "completions.jsonl").read_text().splitlines()]
+    assert all(r["metadata"]["alt_system"] == [False, False, True] for r in rows)
+    with pytest.raises(ValueError, match="alt_completions must be in"):
+        GenerateConfig(num_completions=2, alt_completions=2)
+    with pytest.raises(ValueError, match="would not differ"):
+        run_generate(dataclasses.replace(cfg, alt_system_prompt="Be kind."))
 
 
 @pytest.mark.slow

@@ -43,6 +43,11 @@ class GenerateConfig:
     """Prompts longer than this keep their last tokens."""
     system_prompt: str | None = None
     """Optional system message for the chat template."""
+    alt_completions: int = 0
+    """The last N of each prompt's completions are sampled under `alt_system_prompt` instead: a second policy widens
+    what labelers rank, as red-team data is gathered from several models (Ganguli et al. 2022, arXiv 2209.07858)."""
+    alt_system_prompt: str | None = None
+    """System message for those completions (null = none); `metadata.alt_system` marks them."""
     threads: int | None = None
     """torch CPU threads (null = torch's default)."""
 
@@ -51,6 +56,17 @@ class GenerateConfig:
             raise ValueError("num_completions must be >= 1")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if not 0 <= self.alt_completions < self.num_completions:
+            raise ValueError(f"alt_completions must be in [0, num_completions - 1], got {self.alt_completions}")
+
+    def slot_systems(self) -> tuple[str | None, ...] | None:
+        """The system message of each completion slot, or None when all share `system_prompt`."""
+        if not self.alt_completions:
+            return None
+        if self.alt_system_prompt == self.system_prompt:
+            raise ValueError("alt_system_prompt equals system_prompt: the alt_completions would not differ")
+        main = self.num_completions - self.alt_completions
+        return (self.system_prompt,) * main + (self.alt_system_prompt,) * self.alt_completions
 
 
 def run_generate(
@@ -64,6 +80,7 @@ def run_generate(
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    slots = cfg.slot_systems()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "generate.yaml")
@@ -88,7 +105,7 @@ def run_generate(
 
         stats = generate_completions(
             model, tok, todo, cfg.sampling, cfg.num_completions, cfg.batch_size, cfg.seed,
-            cfg.max_prompt_tokens, cfg.system_prompt, on_batch=write,
+            cfg.max_prompt_tokens, cfg.system_prompt, on_batch=write, slot_systems=slots,
         )
     write_json(out / "generate_stats.json", dataclasses.asdict(stats) | {"tokens_per_s": stats.tokens_per_s})
     return stats

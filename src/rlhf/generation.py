@@ -219,19 +219,27 @@ def generate_completions(
     max_prompt_tokens: int = 512,
     system: str | None = None,
     on_batch: Callable[[list[Generation], GenerationStats], None] | None = None,
+    slot_systems: Sequence[str | None] | None = None,
 ) -> GenerationStats:
-    """Sample `num_completions` per prompt in length-sorted batches; `on_batch` receives each batch's records."""
+    """Sample `num_completions` per prompt in length-sorted batches; `on_batch` receives each batch's records.
+
+    `slot_systems`: a system message per completion slot, overriding `system` (e.g. a second persona for the last
+    few); the records then say which slots used another one (`metadata.alt_system`).
+    """
     from rlhf.generator import generate  # the backend sampling.backend selects
 
+    slots = list(slot_systems) if slot_systems is not None else [system] * num_completions
+    if len(slots) != num_completions:
+        raise ValueError(f"slot_systems has {len(slots)} entries for {num_completions} completions per prompt")
     stats = GenerationStats()
     per_batch = max(1, batch_size // num_completions)
-    lengths = [len(tokenizer(format_prompt(tokenizer, p.prompt, system), add_special_tokens=False)["input_ids"]) for p in prompts]
+    lengths = [len(tokenizer(format_prompt(tokenizer, p.prompt, slots[0]), add_special_tokens=False)["input_ids"]) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     eos, pad = eos_ids(tokenizer, model), tokenizer.pad_token_id
     for start in range(0, len(order), per_batch):
         batch = [prompts[i] for i in order[start : start + per_batch]]
-        texts = [p.prompt for p in batch for _ in range(num_completions)]
-        ids, mask = encode_prompts(tokenizer, texts, max_prompt_tokens, system)
+        texts = [format_prompt(tokenizer, p.prompt, sys_) for p in batch for sys_ in slots]
+        ids, mask = encode_texts(tokenizer, texts, max_prompt_tokens)
         gen = torch.Generator().manual_seed(_seed_for(seed, [p.id for p in batch]))
         t0 = time.perf_counter()
         out = generate(model, ids, mask, sampling, eos, pad, gen)
@@ -246,6 +254,8 @@ def generate_completions(
                 "num_tokens": lens[sl],
                 "finished": out.finished[sl].tolist(),
             }
+            if slot_systems is not None:
+                meta["alt_system"] = [sys_ != slots[0] for sys_ in slots]
             records.append(Generation(p.id, p.prompt, tuple(texts_out[sl]), meta))
         stats.prompts += len(batch)
         stats.completions += len(batch) * num_completions
