@@ -156,5 +156,8 @@ def test_stage_settings_are_checked_per_finished_stage(tmp_path):
     assert "reward: config.epochs 1.0 -> 2.0" in str(e.value) and "reward: config.lr 0.0001 -> 0.001" in str(e.value)
     assert "threads" not in str(e.value) and "ppo" not in str(e.value)
     again.check(changed, rerun="reward")  # --stage reward re-runs it under the new settings
+    again.finish("ppo", {}, {"config": cfg.ppo})
+    with pytest.raises(ConfigError, match="reward: config.lr"):  # the stages before a re-run one stay binding
+        again.check(changed | {"ppo": {"config": dataclasses.replace(cfg.ppo, lr=1.0)}}, rerun="ppo")
     again.check({"reward": {"config": cfg.reward, "threads": 8}})  # threads change speed, not results
     _Stages(tmp_path / "old" / "stages.json").check(changed)  # a folder from before this check has nothing to compare

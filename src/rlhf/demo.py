@@ -165,10 +165,13 @@ class _Stages:
         return name in self.data
 
     def check(self, settings: dict[str, Any], rerun: str | None = None) -> None:
-        """Refuse when a finished stage (other than `rerun`) ran with settings other than these."""
+        """Refuse when a finished stage ran with settings other than these. `settings` is in stage order; with
+        `rerun`, only the stages before it are binding (it and later ones are re-run or checked when next resumed)."""
         changed = []
         for name, now in settings.items():
-            if name == rerun or not self.done(name) or name not in self.settings:
+            if name == rerun:
+                break
+            if not self.done(name) or name not in self.settings:
                 continue
             before = _flat(self.settings[name])
             after = _flat(json.loads(json.dumps(to_dict(now))))
@@ -341,6 +344,10 @@ def run_demo(
     root.mkdir(parents=True, exist_ok=True)
     stages = _Stages(root / "stages.json")
     sc = stage_configs(cfg)
+    ran = stages.data.get("ppo", {}).get("optimizer", "ppo")
+    if stages.done("ppo") and ran != cfg.optimizer and only != "ppo":
+        raise ValueError(f"{root}: stage 5 already ran with optimizer={ran}; use another --out for {cfg.optimizer}, "
+                         "or re-run it with --stage ppo (then --stage evaluate)")
     settings = stage_settings(cfg, sc)
     stages.check(settings, rerun=only)
     save_config(cfg, root / "demo.yaml")
@@ -386,10 +393,6 @@ def run_demo(
                         "normalization": list(res.normalization)}, t0)
 
     # 5. the policy optimiser (PPO/RLOO/GRPO against the reward model, or DPO on the pairs), KL to the adapter-off reference
-    ran = stages.data.get("ppo", {}).get("optimizer", "ppo")
-    if stages.done("ppo") and ran != cfg.optimizer and only != "ppo":
-        raise ValueError(f"{root}: stage 5 already ran with optimizer={ran}; use another --out for {cfg.optimizer}, "
-                         "or re-run it with --stage ppo (then --stage evaluate)")
     if should_run("ppo"):
         from rlhf.policy import train_policy
         from rlhf.policy.metrics import step_line
