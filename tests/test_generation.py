@@ -23,6 +23,25 @@ def test_top_p_and_top_k_filtering():
     assert filter_logits(logits, top_k=1).isfinite().tolist() == [[True, False, False, False]]
 
 
+@pytest.mark.parametrize("candidates", [2, 64, 256])
+def test_nucleus_from_top_candidates_keeps_what_a_full_sort_keeps(monkeypatch, candidates):
+    import rlhf.generation as generation
+
+    monkeypatch.setattr(generation, "NUCLEUS_CANDIDATES", candidates)
+    g = torch.Generator().manual_seed(0)
+    # peaked rows (nucleus of a few tokens) and flat rows (nucleus larger than the candidates: the full sort)
+    logits = torch.cat([torch.randn(3, 500, generator=g) * 6, torch.randn(3, 500, generator=g) * 0.1])
+    for top_p in (0.5, 0.9, 0.95):
+        srt, idx = torch.sort(logits, descending=True, dim=-1)
+        p = srt.softmax(-1)
+        keep_sorted = (p.cumsum(-1) - p) < top_p  # reference: the textbook full-sort nucleus
+        ref = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, idx, keep_sorted)
+        got = filter_logits(logits, top_p=top_p)
+        assert torch.equal(got.isfinite(), ref)
+        assert torch.equal(got[ref], logits[ref])  # kept logits are unchanged
+    assert int(ref[3:].sum(-1).min()) > candidates  # the flat rows really needed the fallback
+
+
 def test_batched_left_padded_greedy_matches_one_by_one(tiny_lm):
     model, tok = tiny_lm
     texts = ["hi", "my house is too hot and i do not know what to do"]
