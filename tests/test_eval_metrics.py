@@ -67,3 +67,25 @@ def test_paired_bootstrap_distinct_recomputes_on_resamples():
     pd = paired_bootstrap_distinct(same, base, n=1, n_boot=200)
     assert pd.base == 1.0 and pd.aligned == pytest.approx(1 / 12)
     assert pd.diff.high < -0.5  # collapse to one word is clear on every resample
+
+
+def test_paired_bootstrap_distinct_resamples_a_prompts_samples_together():
+    # two samples per prompt, each prompt's two identical: distinct-1 is 2/4 = 0.5 on every resample of prompts
+    aligned = ["a b", "a b", "c d", "c d"]
+    base = ["a b", "c d", "e f", "g h"]  # distinct 1.0 on any resample
+    pd = paired_bootstrap_distinct(aligned, base, n=1, n_boot=200, group=2)
+    assert (pd.aligned, pd.base) == (0.5, 1.0)
+    assert (pd.diff.low, pd.diff.high) == (-0.5, -0.5)
+    # resampling texts one by one would split a prompt's samples and see resamples without repeats
+    assert paired_bootstrap_distinct(aligned, base, n=1, n_boot=200).diff.high > -0.5
+    with pytest.raises(ValueError, match="2 per prompt"):
+        paired_bootstrap_distinct(aligned[:3], base[:3], n=1, group=2)
+
+
+def test_per_prompt_means_k_rows():
+    from rlhf.evaluate.run import per_prompt
+
+    assert per_prompt([1.0, 3.0, 0.0, 1.0], 2) == [2.0, 0.5]
+    assert per_prompt([1.0, 3.0], 1) == [1.0, 3.0]
+    with pytest.raises(ValueError, match="2 per prompt"):
+        per_prompt([1.0, 2.0, 3.0], 2)

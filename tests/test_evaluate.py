@@ -72,6 +72,28 @@ def test_evaluate_per_split_with_run_settings(tiny_lm_dir, adapter_dir, tmp_path
     assert "Verdict:" in html and "Reward-hacking check" in html and html.count("data:image/png;base64,") >= 2
 
 
+def test_evaluate_samples_per_prompt(tiny_lm_dir, adapter_dir, tmp_path):
+    cfg = load_config(
+        EvaluateConfig, None, ["rewards=[python:tests_rewards:length_reward]"],
+        aligned=str(adapter_dir), prompts=(_prompts(tmp_path, "redteam", 3),), out_dir=str(tmp_path / "eval"),
+        batch_size=4, relevance_model=str(tiny_lm_dir), num_examples=2, samples_per_prompt=3, judges=False,
+    )
+    s = run_evaluate(cfg).summary
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "completions_aligned.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["sample"]) for r in rows] == [(f"redteam-{i}", j) for i in range(3) for j in range(3)]
+    red = s["splits"]["redteam"]
+    assert s["num_prompts"] == 3 and red["samples_per_prompt"] == 3 and s["settings"]["samples_per_prompt"] == 3
+    lens = [len(r["completion"]) for r in rows]
+    assert red["metrics"]["python:tests_rewards:length_reward"]["aligned"] == pytest.approx(sum(lens) / 9)
+    assert s["kl"]["value"] == pytest.approx(sum(r["kl"] for r in rows) / 9)
+    # the three samples of one prompt differ (they are not one sample copied), and examples show each prompt's first
+    assert len({r["completion"] for r in rows if r["id"] == "redteam-0"}) > 1
+    firsts = {r["id"]: r["completion"] for r in rows if r["sample"] == 0}
+    assert all(ex["aligned"] == firsts[ex["id"]] for ex in red["examples"])
+    with pytest.raises(ValueError, match="samples_per_prompt"):
+        EvaluateConfig(samples_per_prompt=0)
+
+
 def test_evaluate_refuses_another_base(adapter_dir, tmp_path):
     cfg = EvaluateConfig(aligned=str(adapter_dir), base="smollm2-135m-instruct")
     with pytest.raises(ConfigError, match="trained from"):

@@ -72,13 +72,18 @@ def paired_bootstrap(
 
 def paired_bootstrap_distinct(
     aligned: Sequence[str], base: Sequence[str], n: int = 2, n_boot: int = 500, alpha: float = 0.05, seed: int = 0,
+    group: int = 1,
 ) -> PairedDifference:
     """Distinct-n is a statistic of the whole set of texts: recompute it on each resample of the prompts.
 
     A resample keeps each drawn prompt once: a text drawn twice would count its own n-grams as repeats.
     Resamples are then smaller than the set (about 63%), which widens the CI a little (conservative).
+    `group`: texts come `group` per prompt (prompt-major), and a prompt's texts are resampled together.
     """
-    ga, gb = [_ngrams(t, n) for t in aligned], [_ngrams(t, n) for t in base]
+    if len(aligned) % group or len(base) % group:
+        raise ValueError(f"{len(aligned)} and {len(base)} texts are not {group} per prompt")
+    ga = [[g for t in aligned[i : i + group] for g in _ngrams(t, n)] for i in range(0, len(aligned), group)]
+    gb = [[g for t in base[i : i + group] for g in _ngrams(t, n)] for i in range(0, len(base), group)]
     if not ga:
         return paired_bootstrap([], [])
     idx = np.random.default_rng(seed).integers(0, len(ga), size=(n_boot, len(ga)))

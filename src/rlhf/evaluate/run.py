@@ -71,6 +71,10 @@ class EvaluateConfig:
     """Prompts longer than this keep their last tokens; null = the run's setting, else 256."""
     batch_size: int = 32
     """Sequences per forward pass."""
+    samples_per_prompt: int = 1
+    """Completions per prompt and policy. A prompt's value of each metric is the mean over its samples, and the CIs
+    resample prompts; more samples shrink the sampling noise in each paired difference, which one sample per prompt
+    leaves too wide to see a halving of rare toxic answers on 40 prompts."""
     seed: int = 0
     """Sampling seed (the same for both policies, batch by batch)."""
     kl_target: float | None = None
@@ -86,6 +90,8 @@ class EvaluateConfig:
             object.__setattr__(self, "prompts", (self.prompts,))
         if not self.prompts:
             raise ValueError("prompts: give at least one prompt set")
+        if self.samples_per_prompt < 1:
+            raise ValueError(f"samples_per_prompt must be >= 1, got {self.samples_per_prompt}")
 
 
 @dataclass
@@ -251,7 +257,8 @@ def run_evaluate(
         judges = RelevanceJudge(cfg.relevance_model), FluencyJudge(base_lm, tok, rs.system_prompt)
     kl_sampling = SamplingConfig(max_new_tokens=rs.sampling.max_new_tokens, temperature=rs.rollout_temperature)
     separate_kl = not (_untruncated(rs.sampling) and rs.sampling.temperature == rs.rollout_temperature)
-    total = sum(-(-len(r) // cfg.batch_size) for r in splits.values()) * (3 if separate_kl else 2)
+    k = cfg.samples_per_prompt
+    total = sum(-(-len(r) * k // cfg.batch_size) for r in splits.values()) * (3 if separate_kl else 2)
     done = [0]
 
     def tick(stage: str):
@@ -263,9 +270,8 @@ def run_evaluate(
 
     per: dict[str, dict[str, dict[str, list]]] = {}
     texts: dict[str, dict[str, list[str]]] = {}
-    kl_all: list[float] = []
     for split, records in splits.items():
-        prompts = [p.prompt for p in records]
+        prompts = [p.prompt for p in records for _ in range(k)]  # k rows per prompt, side by side
         # 2. sample both policies with the same seeds
         with _adapter_disabled(aligned) if base is None else contextlib.nullcontext():
             b = sample_policy(base_lm, tok, prompts, rs.sampling, rs, cfg.batch_size, cfg.seed, tick(f"sampling base ({split})"))
@@ -290,18 +296,17 @@ def run_evaluate(
         else:
             kls = sequence_kl(aligned, base, a.outs, rs.rollout_temperature)
         per[split]["aligned"]["kl"] = kls
-        kl_all += kls
     # 5. metrics, hacking check, verdict
-    summary = summarize(cfg, rs, splits, per, texts, scorers, kl_all, separate_kl)
+    summary = summarize(cfg, rs, splits, per, texts, scorers, separate_kl)
     summary["seconds"] = time.perf_counter() - t0
     hacking = hacking_check(summary, cfg.verdict)
     summary["reward_hacking"] = hacking
     summary["verdict"] = decide(summary, cfg.verdict, hacking)
     for name in ("base", "aligned"):
         write_jsonl(out_dir / f"completions_{name}.jsonl", [
-            {"id": r.id, "split": split, "prompt": r.prompt, "completion": texts[split][name][i],
-             **{k: v[i] for k, v in per[split][name].items()}}
-            for split, records in splits.items() for i, r in enumerate(records)
+            {"id": r.id, "split": split, "sample": j, "prompt": r.prompt, "completion": texts[split][name][i * k + j],
+             **{m: v[i * k + j] for m, v in per[split][name].items()}}
+            for split, records in splits.items() for i, r in enumerate(records) for j in range(k)
         ])
     write_json(out_dir / "summary.json", summary)
     # 6. report
@@ -331,28 +336,34 @@ KINDS = {"relevance": "judge", "fluency": "judge", "response_length": "shape", "
 
 
 def summarize(cfg: EvaluateConfig, rs: RunSettings, splits: dict, per: dict, texts: dict, scorers: dict,
-              kl_all: list[float], separate_kl: bool) -> dict:
+              separate_kl: bool) -> dict:
     """summary.json: per split, each metric's base and aligned means with the paired bootstrap CI of the difference."""
     higher = {name: sc.higher_is_better for name, sc in scorers.items()}
+    k = cfg.samples_per_prompt
     out_splits = {}
     for split, records in splits.items():
+        # per-row lists (k rows per prompt) -> one mean per prompt, the unit every CI resamples
+        pp = {pol: {m: per_prompt(v, k) for m, v in per[split][pol].items()} for pol in ("base", "aligned")}
         metrics = {}
-        for name, base_vals in per[split]["base"].items():
-            if name == "judge":
+        for name, base_vals in pp["base"].items():
+            if name in ("judge", "kl"):
                 continue
             kind = "gold" if name in scorers else "learned" if name in cfg.rewards else KINDS.get(name, "other")
-            pd = paired_bootstrap(per[split]["aligned"][name], base_vals, seed=cfg.seed)
+            pd = paired_bootstrap(pp["aligned"][name], base_vals, seed=cfg.seed)
             metrics[name] = pd.as_dict() | {"higher_is_better": higher.get(name, True), "kind": kind}
         for n in (1, 2):
-            pd = paired_bootstrap_distinct(texts[split]["aligned"], texts[split]["base"], n, seed=cfg.seed)
+            pd = paired_bootstrap_distinct(texts[split]["aligned"], texts[split]["base"], n, seed=cfg.seed, group=k)
             metrics[f"distinct_{n}"] = pd.as_dict() | {"higher_is_better": True, "kind": "shape"}
-        wr = win_rate(per[split]["aligned"]["judge"], per[split]["base"]["judge"], seed=cfg.seed)
+        wr = win_rate(pp["aligned"]["judge"], pp["base"]["judge"], seed=cfg.seed)
+        first = {pol: v[::k] for pol, v in texts[split].items()}  # each prompt's first sample, for the examples
+        firsts = {pol: {m: v[::k] for m, v in per[split][pol].items()} for pol in ("base", "aligned")}
         out_splits[split] = {
-            "num_prompts": len(records), "metrics": metrics, "win_rate": wr.as_dict(),
-            "kl": bootstrap_mean(per[split]["aligned"]["kl"], seed=cfg.seed).as_dict(),
-            "examples": pick_examples(records, texts[split], per[split], cfg.num_examples, cfg.seed),
+            "num_prompts": len(records), "samples_per_prompt": k, "metrics": metrics, "win_rate": wr.as_dict(),
+            "kl": bootstrap_mean(pp["aligned"]["kl"], seed=cfg.seed).as_dict(),
+            "examples": pick_examples(records, first, firsts, cfg.num_examples, cfg.seed),
         }
-    kl = bootstrap_mean(kl_all, seed=cfg.seed).as_dict() | {"target": rs.kl_target}
+    kl_prompts = [x for split in splits for x in per_prompt(per[split]["aligned"]["kl"], k)]
+    kl = bootstrap_mean(kl_prompts, seed=cfg.seed).as_dict() | {"target": rs.kl_target}
     target = cfg.verdict.target_split if cfg.verdict.target_split in out_splits else next(iter(out_splits))
     tgt = out_splits[target]["metrics"].get(cfg.verdict.target_metric, {})
     return {
@@ -363,7 +374,7 @@ def summarize(cfg: EvaluateConfig, rs: RunSettings, splits: dict, per: dict, tex
         "learned_rewards": list(cfg.rewards),
         "settings": {
             "aligned": cfg.aligned, "base": rs.base, "seed": cfg.seed, "run_config": rs.config_file, "sampling": vars(rs.sampling),
-            "system_prompt": rs.system_prompt, "rollout_temperature": rs.rollout_temperature,
+            "system_prompt": rs.system_prompt, "rollout_temperature": rs.rollout_temperature, "samples_per_prompt": k,
             "kl_samples": "separate untruncated samples" if separate_kl else "the evaluation samples",
             "kl_target": rs.kl_target, "verdict_rules": {k: getattr(cfg.verdict, k) for k in cfg.verdict.__dataclass_fields__},
         },
@@ -374,6 +385,13 @@ def summarize(cfg: EvaluateConfig, rs: RunSettings, splits: dict, per: dict, tex
         "target_change": tgt.get("diff"),
         "win_rate": out_splits[target]["win_rate"],
     }
+
+
+def per_prompt(values: list, k: int) -> list[float]:
+    """Rows laid out k per prompt (prompt-major) -> the mean of each prompt's k rows."""
+    if len(values) % k:
+        raise ValueError(f"{len(values)} rows are not {k} per prompt")
+    return np.asarray(values, dtype=float).reshape(-1, k).mean(axis=1).tolist() if k > 1 else list(values)
 
 
 def pick_examples(records, texts: dict, per: dict, k: int, seed: int) -> list[dict]:
