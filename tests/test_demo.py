@@ -161,3 +161,27 @@ def test_stage_settings_are_checked_per_finished_stage(tmp_path):
         again.check(changed | {"ppo": {"config": dataclasses.replace(cfg.ppo, lr=1.0)}}, rerun="ppo")
     again.check({"reward": {"config": cfg.reward, "threads": 8}})  # threads change speed, not results
     _Stages(tmp_path / "old" / "stages.json").check(changed)  # a folder from before this check has nothing to compare
+
+
+def test_a_copied_run_folder_still_resumes(tmp_path):
+    # Paths inside the run folder are stored as "{run}/...": a moved or copied folder keeps its finished stages.
+    import shutil
+
+    from rlhf.config import ConfigError
+    from rlhf.demo import _Stages, stage_configs, stage_settings
+
+    def settings(root):
+        cfg = load_config(DemoConfig, None, [f"out_dir={root}"])
+        return stage_settings(cfg, stage_configs(cfg))
+
+    old, new = tmp_path / "a", tmp_path / "b"
+    old.mkdir()
+    _Stages(old / "stages.json").finish("generate", {}, settings(old)["generate"])
+    saved = json.loads((old / "stage_settings.json").read_text())["generate"]["config"]
+    assert saved["out_dir"] == "{run}/generate" and saved["prompts"] == "{run}/prompts_train.jsonl"
+    shutil.copytree(old, new)
+    _Stages(new / "stages.json").check(settings(new))  # the copy resumes
+    changed = settings(new)
+    changed["generate"]["config"] = dataclasses.replace(changed["generate"]["config"], num_completions=3)
+    with pytest.raises(ConfigError, match="num_completions 8 -> 3"):  # a real change is still refused
+        _Stages(new / "stages.json").check(changed)

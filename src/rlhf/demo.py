@@ -173,8 +173,8 @@ class _Stages:
                 break
             if not self.done(name) or name not in self.settings:
                 continue
-            before = _flat(self.settings[name])
-            after = _flat(json.loads(json.dumps(to_dict(now))))
+            before = _flat(_portable(self.settings[name], self.path.parent))
+            after = _flat(_portable(json.loads(json.dumps(to_dict(now))), self.path.parent))
             changed += [f"{name}: {k} {before.get(k, '(unset)')!r} -> {after.get(k, '(unset)')!r}"
                         for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
         if changed:
@@ -186,9 +186,20 @@ class _Stages:
     def finish(self, name: str, result: dict, settings: Any = None) -> None:
         self.data[name] = result
         if settings is not None:
-            self.settings[name] = to_dict(settings)
+            self.settings[name] = _portable(json.loads(json.dumps(to_dict(settings))), self.path.parent)
             write_json(self.settings_path, self.settings)
         write_json(self.path, self.data)
+
+
+def _portable(d: Any, root: Path) -> Any:
+    """Paths inside the run folder as "{run}/...", so that a moved or copied run folder still resumes."""
+    if isinstance(d, dict):
+        return {k: _portable(v, root) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_portable(v, root) for v in d]
+    if isinstance(d, str) and (d == str(root) or d.startswith(str(root) + "/")):
+        return "{run}" + d[len(str(root)):]
+    return d
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
