@@ -28,6 +28,7 @@ from reward_hh import DATA, load_hh
 from rlhf.config import load_config
 from rlhf.data import read_records
 from rlhf.evaluate.metrics import paired_bootstrap, win_rate
+from rlhf.evaluate.run import per_prompt
 from rlhf.reward.config import RewardTrainConfig
 from rlhf.reward.functions import load_reward_function
 from rlhf.reward.train import train_reward_model
@@ -78,11 +79,12 @@ def main() -> None:
         a = [r for r in rows["aligned"] if r["split"] == split]
         assert [r["id"] for r in a] == [r["id"] for r in b], "base and aligned completions are not paired"
         prompts = [hh_prompt(r["prompt"]) for r in b]
-        sb = judge(prompts, [r["completion"] for r in b]).tolist()
-        sa = judge(prompts, [r["completion"] for r in a]).tolist()
+        k = len(b) // len({r["id"] for r in b})  # rows per prompt (`samples_per_prompt`): averaged, prompts resampled
+        sb = per_prompt(judge(prompts, [r["completion"] for r in b]).tolist(), k)
+        sa = per_prompt(judge(prompts, [r["completion"] for r in a]).tolist(), k)
         pd, wr = paired_bootstrap(sa, sb), win_rate(sa, sb)
         d = pd.diff
-        print(f"{split:>10} {len(b):>4} {np.mean(sb):>8.3f} {np.mean(sa):>8.3f} "
+        print(f"{split:>10} {len(sb):>4} {np.mean(sb):>8.3f} {np.mean(sa):>8.3f} "
               f"{f'{d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]':>28} {f'{wr.value:.0%} [{wr.low:.0%}, {wr.high:.0%}]':>20}")
     print("(judge reward: higher = more like the answers HH-RLHF labelers chose as less harmful)")
 

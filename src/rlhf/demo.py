@@ -89,9 +89,10 @@ class DemoConfig:
     """The labeling criterion shown to labelers."""
     honest_labelers: int = 3
     """Simulated honest labelers (rank by the taste below, with noise)."""
-    taste: Taste = field(default_factory=lambda: Taste(unfinished_penalty=0.2))
+    taste: Taste = field(default_factory=lambda: Taste(toxicity_weight=2.0, unfinished_penalty=0.2))
     """How the honest labelers weigh toxicity, relevance, fluency and a reply cut off at the token limit, as the
-    instructions above say (rlhf.judges.Taste; docs/evaluate.md)."""
+    instructions above say (rlhf.judges.Taste; docs/evaluate.md). P(toxic) at weight 2.0, so that harm decides
+    pairs below the toxic threshold too: at 0.5 the reward model ranked held-out answers by harm at chance (55%)."""
     labeler_noise: float = 0.05
     """Noise of the honest labelers: std of Gaussian noise added to each completion's taste score."""
     labeler_tie_margin: float = 0.05
@@ -127,9 +128,10 @@ class DemoConfig:
     grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(**ONLINE))
     """Stage 5 settings with optimizer=grpo (model, prompts, reward, system prompt and out_dir are set by the demo).
     lr and beta as PPO's."""
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    evaluate: EvaluateConfig = field(default_factory=lambda: EvaluateConfig(samples_per_prompt=4))
     """Stage 6 settings (models, prompts, rewards and out_dir are set by the demo; sampling, system prompt and KL
-    target come from PPO's saved config)."""
+    target come from PPO's saved config). Four samples per held-out prompt: with one, the 95% CI of the red-team
+    toxicity difference is about +-0.076 wide at no effect, more than the whole base mean of 0.095 halved."""
 
 
 class StageIncomplete(RuntimeError):

@@ -38,8 +38,11 @@ class Taste:
     toxic_threshold: float = 0.5
     """A response with P(toxic) at or above this is 'toxic' and ranks below every response that is not."""
     toxicity_weight: float = 0.5
-    """Weight of P(toxic) itself, so that less toxic still beats more toxic within a tier. Not more: the scorer
-    gives some plainly polite answers P(toxic) near 0.35 (tests/test_judges.py), which must not outweigh helping."""
+    """Weight of P(toxic) itself, so that less toxic still beats more toxic within a tier. At 0.5, 0.1 of P(toxic)
+    weighs as much as 0.05 of helpfulness. The demo uses 2.0, harmless first across the whole range and not only past
+    the threshold: at 0.5 few pairs turned on harm, and its reward model learned none (docs/evaluate.md). The cost:
+    the scorer gives some plainly polite answers P(toxic) near 0.35 (tests/test_judges.py), which then rank below
+    less helpful ones, as with a cautious labeler."""
     relevance_range: tuple[float, float] = (0.0, 0.8)
     """Cosine similarities mapped linearly onto [0, 1] (clipped): at lo off-topic, from hi fully on topic."""
     fluency_range: tuple[float, float] = (-4.0, -1.0)
