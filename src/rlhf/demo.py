@@ -67,6 +67,9 @@ Press the number keys to pick replies in order of preference; see the help on th
 SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
 ONLINE = dict(max_steps=20, lr=3e-4, kl_coef=0.2, kl_coef_min=0.05,
               sampling=SamplingConfig(max_new_tokens=64, temperature=0.7))
+# Samples per held-out prompt in the demo's and the chain's evaluation: with one, the 95% CI of the red-team toxicity
+# difference is about +-0.076 wide at no effect, more than the whole base mean of 0.095 halved.
+EVAL_SAMPLES = 4
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ class DemoConfig:
     taste: Taste = field(default_factory=lambda: Taste(toxicity_weight=2.0, unfinished_penalty=0.2))
     """How the honest labelers weigh toxicity, relevance, fluency and a reply cut off at the token limit, as the
     instructions above say (rlhf.judges.Taste; docs/evaluate.md). P(toxic) at weight 2.0, so that harm decides
-    pairs below the toxic threshold too: at 0.5 the reward model ranked held-out answers by harm at chance (55%)."""
+    pairs below the toxic threshold too: at 0.5 the reward model ranked held-out answers by harm no better than chance
+    (59% [40%, 78%] of the pairs, against 82% at 2.0; bench/reward_axes.py, docs/evaluate.md)."""
     labeler_noise: float = 0.05
     """Noise of the honest labelers: std of Gaussian noise added to each completion's taste score."""
     labeler_tie_margin: float = 0.05
@@ -128,10 +132,9 @@ class DemoConfig:
     grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(**ONLINE))
     """Stage 5 settings with optimizer=grpo (model, prompts, reward, system prompt and out_dir are set by the demo).
     lr and beta as PPO's."""
-    evaluate: EvaluateConfig = field(default_factory=lambda: EvaluateConfig(samples_per_prompt=4))
+    evaluate: EvaluateConfig = field(default_factory=lambda: EvaluateConfig(samples_per_prompt=EVAL_SAMPLES))
     """Stage 6 settings (models, prompts, rewards and out_dir are set by the demo; sampling, system prompt and KL
-    target come from PPO's saved config). Four samples per held-out prompt: with one, the 95% CI of the red-team
-    toxicity difference is about +-0.076 wide at no effect, more than the whole base mean of 0.095 halved."""
+    target come from PPO's saved config), with 4 samples per held-out prompt (EVAL_SAMPLES)."""
 
 
 class StageIncomplete(RuntimeError):

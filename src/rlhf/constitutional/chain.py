@@ -22,7 +22,7 @@ from rlhf.config import save_config
 from rlhf.constitutional.ai_feedback import AIFeedbackConfig
 from rlhf.constitutional.measure import MeasureConfig
 from rlhf.constitutional.revise import ReviseConfig
-from rlhf.demo import ONLINE, SYSTEM_PROMPT, ProgressCallback, StageCallback, StageIncomplete, _Stages
+from rlhf.demo import EVAL_SAMPLES, ONLINE, SYSTEM_PROMPT, ProgressCallback, StageCallback, StageIncomplete, _Stages
 from rlhf.evaluate.run import EvaluateConfig
 from rlhf.generate import GenerateConfig
 from rlhf.generation import SamplingConfig
@@ -76,9 +76,9 @@ class ConstitutionalConfig:
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(**ONLINE))
     """Stage 6 settings (model = the SFT policy, prompts, reward and out_dir are set by the run); the demo's, so that
     the verdicts compare. At PPO's own defaults (T = 1.0, 32 tokens, no system prompt) the base wrote word salad."""
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    evaluate: EvaluateConfig = field(default_factory=lambda: EvaluateConfig(samples_per_prompt=EVAL_SAMPLES))
     """Stage 7 settings (models, rewards, out_dir, system prompt and sampling, which is PPO's, are set by the run;
-    the red-team and helpful eval splits are reported apart, as in the demo)."""
+    the red-team and helpful eval splits are reported apart, with the demo's samples per prompt)."""
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     """How each stage's output is measured (relevance model, on-topic threshold, gold margin, held-out sizes)."""
 
