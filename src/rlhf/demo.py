@@ -68,7 +68,7 @@ SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
 ONLINE = dict(max_steps=20, lr=3e-4, kl_coef=0.2, kl_coef_min=0.05,
               sampling=SamplingConfig(max_new_tokens=64, temperature=0.7))
 # Samples per held-out prompt in the demo's and the chain's evaluation: with one, the 95% CI of the red-team toxicity
-# difference is about +-0.076 wide at no effect, more than the whole base mean of 0.095 halved.
+# difference is about +-0.08 wide when nothing changed, wider than halving the base mean (about 0.11) would move it.
 EVAL_SAMPLES = 4
 
 
