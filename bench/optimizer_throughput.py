@@ -73,6 +73,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+SETUP_RSS: list[float] = []  # peak RSS once the libraries are imported and the model is built: what both sides pay
+
+
 def setup(shape: str, threads: int):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -88,6 +91,7 @@ def setup(shape: str, threads: int):
                      pad_token_id=tok.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **SHAPES[shape])
     policy = GPT2LMHeadModel(cfg).eval()
     policy.generation_config.pad_token_id = tok.pad_token_id
+    SETUP_RSS.append(peak_rss_mb())
     return tok, policy
 
 
@@ -108,6 +112,7 @@ def run_ours(a) -> dict:
               f"lora.r={LORA['r']}", f"lora.alpha={LORA['alpha']}", "lora.dropout=0.0", "max_grad_norm=1.0", "seed=0",
               f"threads={a.threads}", "max_prompt_tokens=64", "sampling.temperature=1.0",
               f"sampling.max_new_tokens={a.length}"]
+    old_logprobs = [f"old_logprobs={a.old_logprobs}"]
     ends: list[float] = []
 
     def clock(m: dict) -> None:
@@ -125,7 +130,7 @@ def run_ours(a) -> dict:
     online = common + [
         f"batch_size={a.batch}", f"mini_batch_size={a.batch // a.minibatches}", f"forward_batch_size={a.batch // a.minibatches}",
         f"update_epochs={a.epochs}", f"k={a.k}", f"max_steps={a.steps}", f"kl_coef={BETA_ONLINE}", "adaptive_kl=false",
-        "clip_range=0.2"]
+        "clip_range=0.2", *old_logprobs]
     if a.algo == "rloo":
         cfg = load_config(RLOOConfig, None, online + ["kl_estimator=k1"])
     else:
@@ -232,6 +237,7 @@ def worker(a) -> None:
         a.tmp = tmp
         out = run_ours(a) if a.impl == "rlhf" else run_trl(a)
     out["peak_rss_mb"] = peak_rss_mb()
+    out["setup_rss_mb"] = SETUP_RSS[0] if SETUP_RSS else float("nan")
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -258,6 +264,8 @@ DIFFERENCES = """\
 differences that remain (not removable by settings):
   - TRL tokenizes the whole dataset before training (not timed); rlhf tokenizes each batch inside the step (timed).
   - TRL's RLOO/GRPO loss also computes the per-token entropy (for its logs); rlhf's RLOO/GRPO do not need it.
+  - rlhf takes the old-policy log-probs from its sampler (old_logprobs=sampler, its default; --old-logprobs forward
+    recomputes them); TRL recomputes them with a no-grad forward (it needs them with steps_per_generation=2).
   - TRL generates with transformers `generate`; rlhf with its own KV-cache sampler (different random draws,
     so completion lengths can differ a little; with random weights EOS is rare and most run the full L tokens).
   - TRL runs its RLOO/GRPO forward in train() mode with dropout disabled; rlhf in eval() mode (dropout is 0 in both).
@@ -277,6 +285,8 @@ def main() -> None:
     ap.add_argument("--dpo-accum", type=int, default=2, help="DPO gradient-accumulation micro-batches per step")
     ap.add_argument("--steps", type=int, default=4, help="steps per run (the first is warm-up)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--old-logprobs", choices=("sampler", "forward"), default="sampler",
+                    help="rlhf RLOO/GRPO: old-policy log-probs from the sampler (default) or a forward")
     ap.add_argument("--profile", metavar="SHAPE", help="profile one rlhf RLOO step at SHAPE instead (torch.profiler)")
     ap.add_argument("--worker", nargs=3, metavar=("IMPL", "SHAPE", "ALGO"), help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -299,10 +309,11 @@ def main() -> None:
     print(f"settings: RLOO/GRPO {a.batch} episodes/step = {a.batch // a.k} prompts x k={a.k}, {a.length} completion "
           f"tokens, {a.minibatches} minibatches x {a.epochs} epoch(s); DPO {a.dpo_batch} pairs/step "
           f"({a.dpo_accum} micro-batches), {a.length}-word responses; {a.steps} steps (first = warm-up); "
-          f"LoRA r={LORA['r']} alpha={LORA['alpha']} all-linear; fp32; {a.threads} threads")
+          f"LoRA r={LORA['r']} alpha={LORA['alpha']} all-linear; fp32; {a.threads} threads; "
+          f"rlhf old log-probs from the {a.old_logprobs}")
     passthrough = ["--batch", str(a.batch), "--k", str(a.k), "--minibatches", str(a.minibatches), "--epochs", str(a.epochs),
                    "--length", str(a.length), "--dpo-batch", str(a.dpo_batch), "--dpo-accum", str(a.dpo_accum),
-                   "--steps", str(a.steps), "--threads", str(a.threads)]
+                   "--steps", str(a.steps), "--threads", str(a.threads), "--old-logprobs", a.old_logprobs]
     rows = []
     for shape in a.shapes.split(","):
         for algo in a.algos.split(","):
@@ -316,7 +327,7 @@ def main() -> None:
 
     print()
     print(f"{'model':>10} {'algo':>5} {'unit':>11} {'rlhf':>8} {'TRL':>8} {'ratio':>7} {'>=2x?':>6} "
-          f"{'rlhf MB':>8} {'TRL MB':>8} {'ratio':>7} {'<=0.6x?':>8}")
+          f"{'rlhf MB':>8} {'TRL MB':>8} {'ratio':>7} {'<=0.6x?':>8} {'setup MB':>17}")
     for shape, algo, res in rows:
         if len(res) < 2:
             print(f"{shape:>10} {algo:>5}  incomplete: {', '.join(res) or 'no'} result(s)")
@@ -325,7 +336,8 @@ def main() -> None:
         speed, mem = o["rate"] / t["rate"], o["peak_rss_mb"] / t["peak_rss_mb"]
         print(f"{shape:>10} {algo:>5} {o['unit']:>11} {o['rate']:>8.2f} {t['rate']:>8.2f} {speed:>6.2f}x "
               f"{'met' if speed >= 2 else 'missed':>6} {o['peak_rss_mb']:>8.0f} {t['peak_rss_mb']:>8.0f} {mem:>6.2f}x "
-              f"{'met' if mem <= 0.6 else 'missed':>8}")
+              f"{'met' if mem <= 0.6 else 'missed':>8} {o['setup_rss_mb']:>8.0f} {t['setup_rss_mb']:>8.0f}")
+    print("setup MB: peak RSS (rlhf, TRL) once the libraries are imported and the random model is built, before any step")
     print()
     print(DIFFERENCES)
 

@@ -58,6 +58,39 @@ def test_batched_left_padded_greedy_matches_one_by_one(tiny_lm):
         assert alone.responses[0, :n].tolist() == ref[0, one_ids.shape[1] : one_ids.shape[1] + n].tolist()
 
 
+def test_sampling_draws_what_hf_generate_draws_at_the_same_seed(tiny_lm):
+    # the preallocated KV cache and the sampler's maths: the same tokens as transformers' own loop
+    model, tok = tiny_lm
+    ids, mask = encode_prompts(tok, ["hi", "my house is too hot and i do not know what to do", "a b c"], 128)
+    cfg = SamplingConfig(max_new_tokens=10, temperature=0.8, top_p=0.9)
+    ours = sample(model, ids, mask, cfg, [tok.eos_token_id], tok.pad_token_id, torch.Generator().manual_seed(3))
+    torch.manual_seed(3)
+    ref = model.generate(ids, attention_mask=mask, do_sample=True, temperature=0.8, top_p=0.9, top_k=0, max_new_tokens=10,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)[:, ids.shape[1]:]
+    for row, n, want in zip(ours.responses, ours.response_lengths.tolist(), ref):
+        assert row[:n].tolist() == want[:n].tolist()
+
+
+def test_sampler_logprobs_and_entropy_match_a_full_forward(tiny_lm):
+    from rlhf.models.policy import CausalPolicy
+    from rlhf.policy.losses import logprobs_and_entropy
+
+    model, tok = tiny_lm
+    ids, mask = encode_prompts(tok, ["hi", "my house is too hot and i do not know what to do"], 128)
+    cfg = SamplingConfig(max_new_tokens=12, temperature=0.7)
+    plain = sample(model, ids, mask, cfg, [tok.eos_token_id], tok.pad_token_id, torch.Generator().manual_seed(1))
+    kept = sample(model, ids, mask, cfg, [tok.eos_token_id], tok.pad_token_id, torch.Generator().manual_seed(1),
+                  with_logprobs=True)
+    assert plain.logprobs is None and torch.equal(plain.sequences, kept.sequences)  # keeping them draws nothing
+    with torch.no_grad():
+        logits = CausalPolicy(model)(kept.sequences, kept.attention_mask, kept.prompt_len).logits
+    lp, ent = logprobs_and_entropy(logits, kept.responses, 0.7)
+    m = kept.response_mask
+    assert int(m.sum()) > 12 and bool((kept.logprobs[m.bool()] < 0).all())
+    torch.testing.assert_close(kept.logprobs, lp * m, atol=1e-5, rtol=0)
+    torch.testing.assert_close(kept.entropy, ent * m, atol=1e-5, rtol=0)
+
+
 def test_eos_equal_to_pad_is_kept_in_the_response_mask(tiny_lm):
     model, tok = tiny_lm
     eos = tok.eos_token_id

@@ -33,8 +33,12 @@ class Generator(Protocol):
 
     def generate(self, model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, cfg: SamplingConfig,
                  eos_token_ids: Sequence[int], pad_token_id: int,
-                 generator: torch.Generator | Sequence[torch.Generator] | None = None) -> SampleOutput:
-        """Continuations of a left-padded (B, P) batch; responses right-padded, masks up to and including EOS."""
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                 with_logprobs: bool = False) -> SampleOutput:
+        """Continuations of a left-padded (B, P) batch; responses right-padded, masks up to and including EOS.
+
+        `with_logprobs`: a backend that can return the drawn tokens' log-probs and entropies (`sample`'s);
+        one that cannot leaves them None, and callers recompute them."""
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Make the next `generate` use `model`'s current weights."""
@@ -45,8 +49,9 @@ class HFGenerator:
 
     name, live = "hf", True
 
-    def generate(self, model, input_ids, attention_mask, cfg, eos_token_ids, pad_token_id, generator=None) -> SampleOutput:
-        return sample(model, input_ids, attention_mask, cfg, eos_token_ids, pad_token_id, generator)
+    def generate(self, model, input_ids, attention_mask, cfg, eos_token_ids, pad_token_id, generator=None,
+                 with_logprobs=False) -> SampleOutput:
+        return sample(model, input_ids, attention_mask, cfg, eos_token_ids, pad_token_id, generator, with_logprobs)
 
     def sync_weights(self, model) -> None:
         pass
@@ -139,7 +144,9 @@ class VLLMGenerator:
             self.engine.reset_prefix_cache()  # cached prompt KV was computed with the old weights
         self.syncs += 1
 
-    def generate(self, model, input_ids, attention_mask, cfg, eos_token_ids, pad_token_id, generator=None) -> SampleOutput:
+    def generate(self, model, input_ids, attention_mask, cfg, eos_token_ids, pad_token_id, generator=None,
+                 with_logprobs=False) -> SampleOutput:
+        # vLLM's log-probs come from its own kernels (and precision): the caller recomputes them (None here)
         B = input_ids.size(0)
         seeds = _row_seeds(B, generator)
         prompts = [{"prompt_token_ids": row[m.bool()].tolist()} for row, m in zip(input_ids, attention_mask)]
@@ -196,9 +203,10 @@ def generator_for(model: torch.nn.Module, backend: str = "auto") -> Generator:
 
 
 def generate(model, input_ids: Tensor, attention_mask: Tensor, cfg: SamplingConfig, eos_token_ids: Sequence[int],
-             pad_token_id: int, generator=None) -> SampleOutput:
+             pad_token_id: int, generator=None, with_logprobs: bool = False) -> SampleOutput:
     """`sample`'s signature, served by the backend `cfg.backend` selects."""
-    return generator_for(model, cfg.backend).generate(model, input_ids, attention_mask, cfg, eos_token_ids, pad_token_id, generator)
+    return generator_for(model, cfg.backend).generate(
+        model, input_ids, attention_mask, cfg, eos_token_ids, pad_token_id, generator, with_logprobs)
 
 
 def sync_weights(model: torch.nn.Module, backend: str = "auto") -> None:

@@ -23,7 +23,11 @@ from rlhf.types import PreferencePair  # noqa: E402
 # Global batch 8, minibatch 4 in micro-batches of 2: a process's share of a minibatch is exactly one
 # micro-batch of the one-process run. Reward whitening makes the scores depend on the whole batch; GRPO's
 # groups of k=2 make the advantages depend on both samples of a prompt.
-OVERRIDES = ("episode_seeds=true", "grad_accum_steps=2", "max_steps=2", "whiten_rewards=true", "lora.r=2")
+# old_logprobs=forward: the same function gives old and reference log-probs, so step 1's KL is exactly 0 in both
+# runs. The sampler's own log-probs differ from it by float rounding that depends on each process's batch shape,
+# and GRPO's group-std scaling turns that rounding in a flat group into visible advantages.
+OVERRIDES = ("episode_seeds=true", "grad_accum_steps=2", "max_steps=2", "whiten_rewards=true", "lora.r=2",
+             "old_logprobs=forward")
 
 
 # DPO: 'e'-rich chosen vs 'e'-free rejected, unequal weights (the batch's weighted mean spans both processes).

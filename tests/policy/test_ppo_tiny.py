@@ -10,6 +10,7 @@ from rlhf.config import ConfigError, load_config
 from rlhf.models.lora import load_adapter
 from rlhf.policy import PPOConfig, load_policy, train_ppo
 from rlhf.policy.metrics import is_timing
+from rlhf.policy.losses import logprobs_from_logits
 from rlhf.policy.online import OnlineTrainer
 from rlhf.policy.ppo import PPO
 from rlhf.policy.train import build_policy
@@ -19,7 +20,8 @@ from tiny import tiny_llama
 
 @pytest.mark.parametrize("lora", [True, False])
 def test_first_step_kl_is_zero_and_ratio_exactly_one_with_padding(tmp_path, tiny_tok, lora):
-    cfg = tiny_cfg(tmp_path, f"lora.enabled={lora}", "forward_batch_size=3")
+    # old log-probs from a forward: exactly the function the update differentiates (old_logprobs=sampler: below)
+    cfg = tiny_cfg(tmp_path, f"lora.enabled={lora}", "forward_batch_size=3", "old_logprobs=forward")
     policy, tok = build_policy(cfg, tiny_policy(tiny_tok), tiny_tok)
     trainer = OnlineTrainer(cfg, PPO(cfg), policy, tok, PROMPTS, FunctionReward(count_e))
     seen = []
@@ -41,6 +43,36 @@ def test_first_step_kl_is_zero_and_ratio_exactly_one_with_padding(tmp_path, tiny
     assert torch.equal(ratio, torch.ones_like(ratio))
     assert m["kl/mean"] == 0.0 and m["kl/k1_mean"] == 0.0
     assert m["nonfinite/skipped_updates"] == 0 and m["optimizer_steps"] == 4  # 2 epochs x 8/4 minibatches
+
+
+def test_sampler_old_logprobs_skip_the_lm_head_and_match_a_forward(tmp_path, tiny_tok):
+    cfg = tiny_cfg(tmp_path, "forward_batch_size=3")
+    assert cfg.old_logprobs == "sampler"
+    policy, tok = build_policy(cfg, tiny_policy(tiny_tok), tiny_tok)
+    with torch.no_grad():
+        policy.value_head.weight.normal_()  # non-zero values, so the values-only path is checked
+    trainer = OnlineTrainer(cfg, PPO(cfg), policy, tok, PROMPTS, FunctionReward(count_e))
+    head, calls, seen = policy.lm.get_output_embeddings(), [], []
+    hook = head.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    forward = trainer.minibatch_forward
+
+    def spy(mb):
+        if not seen:  # before the first update: what a no-grad forward of the old policy gives
+            with torch.no_grad():
+                seen.append((mb, policy(mb.sequences, mb.attention_mask, mb.prompt_len, with_values=True)))
+        return forward(mb)
+
+    trainer.minibatch_forward = spy
+    trainer.step()
+    hook.remove()
+    # on whole responses the LM head ran for the 3 reference chunks (8 rows, 3 a chunk) and the 4 gradient
+    # minibatches, not for the old policy (with old_logprobs=forward: 3 more); the sampler's calls are one row each
+    assert sum(len(s) == 3 and s[1] > 1 for s in calls) == 3 + 4 + 1  # + the spy's own forward
+    mb, out = seen[0]
+    mask = mb.response_mask
+    torch.testing.assert_close(mb.old_logprobs, logprobs_from_logits(out.logits, mb.responses) * mask, atol=1e-5, rtol=0)
+    torch.testing.assert_close(mb.old_values, out.values * mask, atol=1e-6, rtol=0)
+    assert float(mb.old_values.abs().sum()) > 0
 
 
 def test_adaptive_beta_follows_the_controller(tmp_path, tiny_tok):

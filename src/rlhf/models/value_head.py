@@ -36,8 +36,14 @@ class PolicyWithValueHead(CausalPolicy):
     ) -> PolicyOutput:
         h = response_hidden(self.policy, input_ids, attention_mask, prompt_len)  # (B, T, H)
         logits = response_logits(self.policy, h)  # (B, T, V)
-        if not with_values:
-            return PolicyOutput(logits, None)
+        return PolicyOutput(logits, self._values(h, input_ids, attention_mask, prompt_len) if with_values else None)
+
+    def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
+        """V(s_t) alone, (B, P+T) -> (B, T): the trunk without the LM head (when the log-probs are known)."""
+        h = None if self.critic is not None else response_hidden(self.policy, input_ids, attention_mask, prompt_len)
+        return self._values(h, input_ids, attention_mask, prompt_len)
+
+    def _values(self, h, input_ids, attention_mask, prompt_len) -> torch.Tensor:
         if self.critic is not None:
             ch = self.critic(
                 input_ids=input_ids, attention_mask=attention_mask,
@@ -45,8 +51,7 @@ class PolicyWithValueHead(CausalPolicy):
             ).last_hidden_state[:, prompt_len - 1 : -1]
         else:
             ch = h
-        values = self.value_head(ch).squeeze(-1).float()  # (B, T)
-        return PolicyOutput(logits, values)
+        return self.value_head(ch).squeeze(-1).float()  # (B, T)
 
     def value_state_dict(self) -> dict[str, torch.Tensor]:
         """The value head (and the separate critic if any), for saving beside the adapter."""

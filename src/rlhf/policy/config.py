@@ -122,6 +122,11 @@ class OnlineConfig(PolicyConfig):
     """Stop once a step's mean raw reward reaches this; null = off."""
     kl_budget: float | None = None
     """Stop once a step's mean KL to the reference exceeds this (nats per response); null = off."""
+    old_logprobs: Literal["sampler", "forward"] = "sampler"
+    """Where the old policy's log-probs (and entropy) come from: `sampler`, those the KV-cache sampler computes
+    while drawing, which saves one policy forward per step (they differ from a forward's by float rounding: the
+    adapter is merged while sampling); or `forward`, a no-grad forward after sampling. The vllm backend always
+    uses `forward`."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -135,6 +140,8 @@ class OnlineConfig(PolicyConfig):
             raise ValueError(f"kl_estimator must be k1, k2 or k3, not {self.kl_estimator!r}")
         if self.max_steps < 1:
             raise ValueError("max_steps must be >= 1")
+        if self.old_logprobs not in ("sampler", "forward"):
+            raise ValueError(f"old_logprobs must be sampler or forward, not {self.old_logprobs!r}")
         if self.adaptive_kl and self.target_kl <= 0:
             raise ValueError("target_kl must be > 0 with adaptive_kl")
         if not 0 < self.kl_coef_min <= self.kl_coef <= self.kl_coef_max:

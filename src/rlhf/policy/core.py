@@ -1,4 +1,4 @@
-"""The shared core of every online optimiser: sample -> score -> one forward for old log-probs (and PPO's
+"""The shared core of every online optimiser: sample -> score -> old log-probs from the sampler or one forward (and PPO's
 values) + reference log-probs (the adapter off). Also `evaluate_policy`: sample, score and KL to the reference."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch
 from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, eos_ids
 from rlhf.generator import generate, sampling_context
 from rlhf.models.policy import CausalPolicy
+from rlhf.models.value_head import PolicyWithValueHead
 from rlhf.models.reference import ReferencePolicy
 from rlhf.distributed import Runtime
 from rlhf.policy.experience import Rollout
@@ -26,17 +27,20 @@ def generate_rollout(
     max_prompt_tokens: int,
     system_prompt: str | None = None,
     generator: torch.Generator | None = None,
+    with_logprobs: bool = False,
 ) -> Rollout:
-    """Sample one completion per prompt with the configured generator (default: the KV-cache sampler)."""
+    """Sample one completion per prompt with the configured generator (default: the KV-cache sampler);
+    `with_logprobs`: keep the sampler's log-probs and entropies when the backend gives them."""
     ids, mask = encode_prompts(tokenizer, prompts, max_prompt_tokens, system_prompt)
     device = next(model.parameters()).device
     ids, mask = ids.to(device), mask.to(device)
     with sampling_context(model.policy, sampling.backend):
-        out = generate(model.lm, ids, mask, sampling, eos_ids(tokenizer, model.lm), tokenizer.pad_token_id, generator)
+        out = generate(model.lm, ids, mask, sampling, eos_ids(tokenizer, model.lm), tokenizer.pad_token_id, generator,
+                       with_logprobs)
     return Rollout(
         prompts=list(prompts), completions=decode_responses(tokenizer, out), sequences=out.sequences,
         attention_mask=out.attention_mask, response_mask=out.response_mask, finished=out.finished,
-        prompt_len=out.prompt_len,
+        prompt_len=out.prompt_len, logprobs=out.logprobs, entropy=out.entropy,
     )
 
 
@@ -83,20 +87,31 @@ class ForwardStats:
 def forward_experience(
     model: CausalPolicy, reference: ReferencePolicy, rollout: Rollout, temperature: float, chunk: int
 ) -> ForwardStats:
-    """Old log-probs (and values, with a value head) from ONE policy forward, plus reference log-probs; `chunk` rows at a time."""
-    parts: list[tuple[torch.Tensor, ...]] = []
+    """Old log-probs (and values, with a value head) from ONE policy forward, plus reference log-probs; `chunk` rows at a time.
+
+    When the rollout carries the sampler's log-probs, the policy forward is skipped (or, with a value head,
+    runs the trunk for the values without the LM head).
+    """
+    parts: list[tuple[torch.Tensor | None, ...]] = []
     P = rollout.prompt_len
+    sampled = rollout.logprobs is not None and rollout.entropy is not None
     for start in range(0, rollout.sequences.size(0), chunk):
         seq = rollout.sequences[start : start + chunk]
         attn = rollout.attention_mask[start : start + chunk]
-        out = model(seq, attn, P, with_values=True)
-        resp = seq[:, P:]
-        lp, ent = logprobs_and_entropy(out.logits, resp, temperature)
-        del out.logits
+        lp = ent = values = None
+        if not sampled:
+            out = model(seq, attn, P, with_values=True)
+            lp, ent = logprobs_and_entropy(out.logits, seq[:, P:], temperature)
+            values = out.values
+            del out
+        elif isinstance(model, PolicyWithValueHead):
+            values = model.values(seq, attn, P)
         ref = reference.logprobs(seq, attn, P, temperature)
-        parts.append((lp, ref, out.values, ent))
+        parts.append((lp, ref, values, ent))
     mask = rollout.response_mask
     lp, ref, values, ent = zip(*parts)
+    if sampled:
+        lp, ent = (rollout.logprobs,), (rollout.entropy,)
     return ForwardStats(
         torch.cat(lp) * mask, torch.cat(ref) * mask, torch.cat(values) * mask if values[0] is not None else None,
         torch.cat(ent) * mask,

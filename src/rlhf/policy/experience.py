@@ -18,6 +18,8 @@ class Rollout:
     response_mask: torch.Tensor  # (B, T) float: 1 up to and including the first EOS
     finished: torch.Tensor  # (B,) bool: emitted EOS
     prompt_len: int  # P
+    logprobs: torch.Tensor | None = None  # (B, T) the sampler's log pi_old(a_t | s_t) at its temperature, if it kept them
+    entropy: torch.Tensor | None = None  # (B, T) the sampler's entropy of pi_old at each position, if it kept them
 
     @property
     def responses(self) -> torch.Tensor:  # (B, T)

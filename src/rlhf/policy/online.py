@@ -117,7 +117,7 @@ class OnlineTrainer:
         # 1. Rollout: sample this process's share with the KV cache.
         rollout = generate_rollout(
             self.model, self.tokenizer, [p.prompt for p in batch], cfg.sampling, cfg.max_prompt_tokens,
-            cfg.system_prompt, self.sampling_generators(mine.start * k, len(batch)),
+            cfg.system_prompt, self.sampling_generators(mine.start * k, len(batch)), cfg.old_logprobs == "sampler",
         )
         t_gen = time.perf_counter()
 
@@ -125,7 +125,7 @@ class OnlineTrainer:
         raw = score_rollout(self.reward_fn, rollout)
         t_score = time.perf_counter()
 
-        # 3. Old log-probs (and values) from one forward, reference log-probs with the adapter off.
+        # 3. Old log-probs (and values) from one forward, or the sampler's; reference log-probs with the adapter off.
         chunk = cfg.forward_batch_size or cfg.micro_batch_size
         fwd = forward_experience(self.model, self.reference, rollout, cfg.sampling.temperature, chunk)
 
