@@ -150,6 +150,10 @@ def run_trl(a) -> dict:
     from transformers import TrainerCallback
 
     assert trl.__version__ == TRL_VERSION, f"imported trl {trl.__version__} from {trl.__file__}"
+    if a.trl_keep_freed_memory:  # the allocator setting rlhf's training entry points make, given to TRL too
+        from rlhf.cpu import keep_freed_memory
+
+        assert keep_freed_memory()
     tok, policy = setup(a.shape, a.threads)
     ends: list[float] = []
 
@@ -264,6 +268,8 @@ DIFFERENCES = """\
 differences that remain (not removable by settings):
   - TRL tokenizes the whole dataset before training (not timed); rlhf tokenizes each batch inside the step (timed).
   - TRL's RLOO/GRPO loss also computes the per-token entropy (for its logs); rlhf's RLOO/GRPO do not need it.
+  - rlhf's training entry points keep freed memory in glibc's heap (rlhf.cpu.keep_freed_memory); TRL's process
+    runs with glibc's defaults unless --trl-keep-freed-memory gives it the same setting.
   - rlhf takes the old-policy log-probs from its sampler (old_logprobs=sampler, its default; --old-logprobs forward
     recomputes them); TRL recomputes them with a no-grad forward (it needs them with steps_per_generation=2).
   - TRL generates with transformers `generate`; rlhf with its own KV-cache sampler (different random draws,
@@ -285,6 +291,8 @@ def main() -> None:
     ap.add_argument("--dpo-accum", type=int, default=2, help="DPO gradient-accumulation micro-batches per step")
     ap.add_argument("--steps", type=int, default=4, help="steps per run (the first is warm-up)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--trl-keep-freed-memory", action="store_true",
+                    help="give TRL's processes the allocator setting rlhf's training makes (rlhf.cpu.keep_freed_memory)")
     ap.add_argument("--old-logprobs", choices=("sampler", "forward"), default="sampler",
                     help="rlhf RLOO/GRPO: old-policy log-probs from the sampler (default) or a forward")
     ap.add_argument("--profile", metavar="SHAPE", help="profile one rlhf RLOO step at SHAPE instead (torch.profiler)")
@@ -310,10 +318,12 @@ def main() -> None:
           f"tokens, {a.minibatches} minibatches x {a.epochs} epoch(s); DPO {a.dpo_batch} pairs/step "
           f"({a.dpo_accum} micro-batches), {a.length}-word responses; {a.steps} steps (first = warm-up); "
           f"LoRA r={LORA['r']} alpha={LORA['alpha']} all-linear; fp32; {a.threads} threads; "
-          f"rlhf old log-probs from the {a.old_logprobs}")
+          f"rlhf old log-probs from the {a.old_logprobs}; TRL with glibc's "
+          f"{'allocator setting as rlhf' if a.trl_keep_freed_memory else 'default allocator'}")
     passthrough = ["--batch", str(a.batch), "--k", str(a.k), "--minibatches", str(a.minibatches), "--epochs", str(a.epochs),
                    "--length", str(a.length), "--dpo-batch", str(a.dpo_batch), "--dpo-accum", str(a.dpo_accum),
-                   "--steps", str(a.steps), "--threads", str(a.threads), "--old-logprobs", a.old_logprobs]
+                   "--steps", str(a.steps), "--threads", str(a.threads), "--old-logprobs", a.old_logprobs,
+                   *(["--trl-keep-freed-memory"] if a.trl_keep_freed_memory else [])]
     rows = []
     for shape in a.shapes.split(","):
         for algo in a.algos.split(","):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rlhf.config import ConfigError, save_config, to_dict
+from rlhf.cpu import setup_cpu
 from rlhf.data import read_records, write_json
 from rlhf.evaluate.run import EvaluateConfig, EvaluationResult, run_evaluate
 from rlhf.feedback.config import AgreementConfig, ExportConfig, ServeConfig, SimulationConfig
@@ -350,10 +351,7 @@ def run_demo(
     only: str | None = None,
 ) -> DemoResult:
     """Run (or resume) the whole loop; `only` re-runs a single stage (its inputs must exist)."""
-    import torch
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    setup_cpu(cfg.threads)
     root = Path(cfg.out_dir)
     if only is not None and only not in STAGES:
         raise ValueError(f"unknown stage {only!r}; choose from {', '.join(STAGES)}")

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import torch
 
 from rlhf.config import save_config
+from rlhf.cpu import setup_cpu
 from rlhf.data import DataError, JsonlAppender, read_records
 from rlhf.distributed import Runtime, make_runtime
 from rlhf.generation import format_prompt
@@ -135,8 +136,7 @@ def train_sft(
     """Fine-tune on (prompt, response) pairs; `records` overrides `cfg.data`. Under N processes (`runtime`
     defaults to `make_runtime()`) only rank 0 writes files and calls `on_step`."""
     rt = runtime or make_runtime()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    setup_cpu(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

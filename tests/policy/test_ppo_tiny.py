@@ -5,17 +5,17 @@ import time
 import pytest
 import torch
 from helpers import PROMPTS, count_e, tiny_cfg, tiny_policy
+from tiny import tiny_llama
 
 from rlhf.config import ConfigError, load_config
 from rlhf.models.lora import load_adapter
 from rlhf.policy import PPOConfig, load_policy, train_ppo
-from rlhf.policy.metrics import is_timing
 from rlhf.policy.losses import logprobs_from_logits
+from rlhf.policy.metrics import is_timing
 from rlhf.policy.online import OnlineTrainer
 from rlhf.policy.ppo import PPO
 from rlhf.policy.train import build_policy
 from rlhf.reward.functions import FunctionReward
-from tiny import tiny_llama
 
 
 @pytest.mark.parametrize("lora", [True, False])

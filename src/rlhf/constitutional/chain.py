@@ -22,6 +22,7 @@ from rlhf.config import save_config
 from rlhf.constitutional.ai_feedback import AIFeedbackConfig
 from rlhf.constitutional.measure import MeasureConfig
 from rlhf.constitutional.revise import ReviseConfig
+from rlhf.cpu import setup_cpu
 from rlhf.demo import EVAL_SAMPLES, ONLINE, SYSTEM_PROMPT, ProgressCallback, StageCallback, StageIncomplete, _Stages
 from rlhf.evaluate.run import EvaluateConfig
 from rlhf.generate import GenerateConfig
@@ -126,14 +127,12 @@ def run_constitutional(
     only: str | None = None,
 ) -> ConstitutionalResult:
     """Run (or resume) the whole chain; `only` re-runs a single stage (its inputs must exist)."""
-    import torch
 
     from rlhf.constitutional import stages as st
 
     if only is not None and only not in STAGES:
         raise ValueError(f"unknown stage {only!r}; choose from {', '.join(STAGES)}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    setup_cpu(cfg.threads)
     root = Path(cfg.out_dir)
     root.mkdir(parents=True, exist_ok=True)
     stages = _Stages(root / "stages.json")

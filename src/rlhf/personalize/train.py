@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from rlhf.config import save_config, to_dict
+from rlhf.cpu import setup_cpu
 from rlhf.data import write_json
 from rlhf.feedback import store
 from rlhf.feedback.db import Database, open_database
@@ -74,8 +73,7 @@ class PersonalizeResult:
 
 def run_personalize(cfg: PersonalizeConfig, on_event: Event | None = None) -> PersonalizeResult:
     """Train or update the per-user reward parts and adapters under `cfg.out_dir` from the store at `cfg.db`."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    setup_cpu(cfg.threads)
     pdir = PersonalDir.at(cfg.out_dir)
     with pdir.lock():
         db = open_database(cfg.db)

@@ -8,12 +8,12 @@ from typing import Sequence
 
 import torch
 
+from rlhf.distributed import Runtime
 from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, eos_ids
 from rlhf.generator import generate, sampling_context
 from rlhf.models.policy import CausalPolicy
-from rlhf.models.value_head import PolicyWithValueHead
 from rlhf.models.reference import ReferencePolicy
-from rlhf.distributed import Runtime
+from rlhf.models.value_head import PolicyWithValueHead
 from rlhf.policy.experience import Rollout
 from rlhf.policy.losses import logprobs_and_entropy, logprobs_from_logits, masked_whiten
 from rlhf.reward.functions import RewardFunction

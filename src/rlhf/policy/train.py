@@ -13,7 +13,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 from rlhf.config import load_config, save_config
+from rlhf.cpu import setup_cpu
 from rlhf.data import read_pairs, read_prompts, resolve_prompts, write_json
+from rlhf.distributed import Runtime, make_runtime
 from rlhf.models.lora import apply_lora, is_peft, load_adapter, save_adapter
 from rlhf.models.policy import CausalPolicy
 from rlhf.models.registry import load_causal_lm
@@ -25,7 +27,6 @@ from rlhf.policy.metrics import MetricsLog
 from rlhf.policy.online import OnlineTrainer
 from rlhf.policy.ppo import PPO, PPOConfig
 from rlhf.policy.rloo import RLOO, RLOOConfig
-from rlhf.distributed import Runtime, make_runtime
 from rlhf.policy.state import load_checkpoint, save_checkpoint
 from rlhf.reward.functions import RewardFunction, load_reward_function
 from rlhf.types import PreferencePair, Prompt
@@ -138,8 +139,7 @@ def train_policy(
     on its share and only rank 0 writes files and calls `on_step`.
     """
     name, rt = algorithm_name(cfg), runtime or make_runtime()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    setup_cpu(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

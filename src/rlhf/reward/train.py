@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import torch
 
 from rlhf.config import save_config, to_dict
+from rlhf.cpu import setup_cpu
 from rlhf.data import DataError, JsonlAppender, read_pairs, write_json, write_jsonl
 from rlhf.distributed import Runtime, make_runtime
 from rlhf.reward.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint, trainable_state
@@ -263,8 +264,7 @@ def train_reward_model(
     every batch; only rank 0 writes files and calls `on_step`; every process returns the same result.
     """
     rt = runtime or make_runtime()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    setup_cpu(cfg.threads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if rt.is_main:
