@@ -1,5 +1,5 @@
-"""The shared core of every online optimiser: sample -> score -> old log-probs from the sampler or one forward (and PPO's
-values) + reference log-probs (the adapter off). Also `evaluate_policy`: sample, score and KL to the reference."""
+"""The shared core of every online optimiser: sample -> score -> old log-probs (the sampler's, or one forward; PPO: values)
++ reference log-probs (the adapter off). Also `evaluate_policy`: sample, score and KL to the reference."""
 
 from __future__ import annotations
 
