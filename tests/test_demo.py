@@ -10,13 +10,14 @@ from rlhf.cli import app
 from rlhf.config import load_config
 from rlhf.data import read_pairs
 from rlhf.demo import DemoConfig, stage_configs
+from rlhf.policy import PPOConfig
 
 TINY = [
     "train_prompts=12", "eval_prompts=6", "generate.sampling.max_new_tokens=8", "reward.epochs=1",
     # the tiny model's completions differ little in taste: noiseless labelers keep a strict order
     "labeler_noise=0", "labeler_tie_margin=0",
     "ppo.max_steps=2", "ppo.batch_size=4", "ppo.mini_batch_size=2", "ppo.sampling.max_new_tokens=8",
-    "ppo.checkpoint_every=1",
+    "ppo.checkpoint_every=1", "sft_first=true", "sft.epochs=1",
 ]
 
 
@@ -37,7 +38,7 @@ def test_demo_end_to_end_then_resume(tiny_lm_dir, tmp_path):
     args, res = run_demo_cli(tiny_lm_dir, out)
     assert res.exit_code == 0, res.output
     stages = json.loads((out / "stages.json").read_text())
-    assert list(stages) == ["generate", "feedback", "reward", "ppo", "evaluate"]
+    assert list(stages) == ["generate", "feedback", "reward", "sft", "ppo", "evaluate"]
     # both prompt sets, interleaved, for labeling and PPO
     train = [json.loads(line) for line in (out / "prompts_train.jsonl").read_text().splitlines()]
     assert [r["metadata"]["set"] for r in train[:4]] == ["redteam", "helpful", "redteam", "helpful"] and len(train) == 24
@@ -62,6 +63,12 @@ def test_demo_end_to_end_then_resume(tiny_lm_dir, tmp_path):
     rm = stages["reward"]
     assert 0.0 <= rm["accuracy_ci"][0] <= rm["accuracy"] <= rm["accuracy_ci"][1] <= 1.0 and rm["num_pairs"] > 0
     assert (out / "reward" / "test_metrics.json").exists()
+    # SFT on each item's top consensus tier (the labelers' choice), and PPO starts from that adapter
+    rankings = [json.loads(line) for line in (out / "feedback" / "rankings.jsonl").read_text().splitlines()]
+    tops = sum(len(r["ranking"][0]) for r in rankings if len(r["ranking"][0]) < k)
+    assert stages["sft"]["examples"] == tops > 0 and stages["sft"]["steps"] == -(-tops // 8)
+    ppo_cfg = load_config(PPOConfig, out / "ppo" / "ppo.yaml")
+    assert ppo_cfg.init_adapter == str(out / "sft" / "adapter")
     assert (out / "ppo" / "adapter" / "adapter_config.json").exists()
     assert len((out / "ppo" / "metrics.jsonl").read_text().splitlines()) == 2
     summary = json.loads((out / "evaluate" / "summary.json").read_text())
@@ -76,7 +83,7 @@ def test_demo_end_to_end_then_resume(tiny_lm_dir, tmp_path):
 
     # Re-running skips finished stages; --stage re-runs one alone.
     res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0 and res.output.count("already done, skipped") == 5, res.output
+    assert res.exit_code == 0 and res.output.count("already done, skipped") == 6, res.output
     # A resume with other settings for a finished stage is refused, by name, and the saved YAML stays as it was.
     saved = (out / "demo.yaml").read_text()
     res = CliRunner().invoke(app, args + ["--set", "reward.lr=0.001", "--set", "threads=1"])
@@ -119,6 +126,11 @@ def test_stage_configs_evaluate_like_ppo_trains(tmp_path):
     rs = run_settings(sc["evaluate"])
     assert rs.sampling == sc["ppo"].sampling and rs.sampling.max_new_tokens == 24
     assert rs.kl_target == 4.0 and rs.system_prompt == cfg.system_prompt and rs.base == cfg.policy
+    # SFT first is off by default; on, the online optimiser starts from its adapter; DPO is refused
+    assert sc["ppo"].init_adapter is None
+    assert stage_configs(load_config(DemoConfig, None, [f"out_dir={tmp_path}", "sft_first=true"]))["ppo"].init_adapter == str(tmp_path / "sft" / "adapter")
+    with pytest.raises(ValueError, match="sft_first applies to ppo, rloo and grpo"):
+        load_config(DemoConfig, None, ["sft_first=true", "optimizer=dpo"])
 
 
 def test_an_incomplete_stage_exits_3_with_its_message(monkeypatch):

@@ -37,7 +37,8 @@ class SFTConfig:
     model: str = DEFAULT_POLICY
     """Model to fine-tune (alias, folder or hub id)."""
     data: str = "runs/constitutional/sft.jsonl"
-    """JSONL/CSV/Parquet with `prompt` and a response field: response, revision, completion or chosen."""
+    """JSONL/CSV/Parquet with `prompt` and a response field (response, revision, completion or chosen), or a
+    feedback export's rankings.jsonl: then each item's top consensus tier is the data (the labelers' choice)."""
     out_dir: str = "runs/sft"
     """Output folder: adapter/ (peft) and/or policy/ (full weights), metrics.jsonl, sft.yaml."""
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -77,14 +78,35 @@ class SFTResult:
 
 
 def read_sft_records(path: str | Path) -> list[tuple[str, str]]:
-    """(prompt, response) pairs; the response is the first present of RESPONSE_FIELDS."""
+    """(prompt, response) pairs; the response is the first present of RESPONSE_FIELDS.
+
+    A record with `ranking` and `completions` (a feedback export's rankings.jsonl) gives each completion of its
+    best tier instead: fine-tuning on the labelers' choice among the policy's own samples (rejection-sampling
+    fine-tuning, Touvron et al. 2023 sec. 3.2.3). An item whose completions all tie gives nothing.
+    """
     out = []
     for lineno, rec in read_records(path, required=("prompt",)):
+        if "ranking" in rec and "completions" in rec:
+            comps = rec["completions"]
+            if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
+                raise DataError(f"{path}:{lineno}: `completions` must be a list of strings")
+            out += [(rec["prompt"], comps[i]) for i in top_tier(rec["ranking"], len(comps), f"{path}:{lineno}")]
+            continue
         key = next((k for k in RESPONSE_FIELDS if isinstance(rec.get(k), str)), None)
         if key is None:
             raise DataError(f"{path}:{lineno}: needs a response field, one of {', '.join(RESPONSE_FIELDS)}")
         out.append((rec["prompt"], rec[key]))
     return out
+
+
+def top_tier(ranking: Sequence[Sequence[int]], n: int, where: str) -> list[int]:
+    """The positions of a consensus ranking's best tier; none when it holds every completion (nothing chosen)."""
+    if not ranking or not all(isinstance(t, list) and t for t in ranking):
+        raise DataError(f"{where}: `ranking` must be a non-empty list of non-empty tiers, best first")
+    best = ranking[0]
+    if any(not isinstance(i, int) or not 0 <= i < n for i in best):
+        raise DataError(f"{where}: `ranking` names completion {best} but the item has {n} completions")
+    return [] if len(best) >= n else list(best)
 
 
 def encode_example(tokenizer, prompt: str, response: str, max_length: int, system: str | None = None) -> tuple[list[int], int]:
@@ -143,6 +165,8 @@ def train_sft(
     if rt.is_main:
         save_config(cfg, out / "sft.yaml")
     records = list(records) if records is not None else read_sft_records(cfg.data)
+    if not records:
+        raise DataError(f"{cfg.data}: no (prompt, response) examples to fine-tune on")
     model, tok = model_and_tokenizer or load_causal_lm(cfg.model)
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora)

@@ -54,3 +54,26 @@ def test_sft_records_need_a_response_field(tmp_path):
     f.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "c", "answer": "d"}\n')
     with pytest.raises(DataError, match=r"d\.jsonl:2: needs a response field"):
         read_sft_records(f)
+
+
+def test_sft_records_from_rankings_take_each_items_top_tier(tmp_path):
+    f = tmp_path / "rankings.jsonl"
+    rows = [
+        {"prompt": "p1", "completions": ["a", "b", "c"], "ranking": [[2], [0, 1]]},  # one winner
+        {"prompt": "p2", "completions": ["d", "e", "f"], "ranking": [[0, 2], [1]]},  # a tie at the top: both
+        {"prompt": "p3", "completions": ["g", "h"], "ranking": [[0, 1]]},  # everything tied: nothing chosen
+        {"prompt": "p4", "response": "plain"},  # ordinary prompt/response rows still read
+    ]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert read_sft_records(f) == [("p1", "c"), ("p2", "d"), ("p2", "f"), ("p4", "plain")]
+    f.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"prompt": "p", "completions": ["a"], "ranking": [[3]]}) + "\n")
+    with pytest.raises(DataError, match=r"rankings\.jsonl:2: `ranking` names completion \[3\] but the item has 1"):
+        read_sft_records(f)
+
+
+def test_sft_refuses_empty_data(tiny_lm, tmp_path):
+    f = tmp_path / "rankings.jsonl"
+    f.write_text(json.dumps({"prompt": "p", "completions": ["a", "b"], "ranking": [[0, 1]]}) + "\n")
+    cfg = load_config(SFTConfig, None, [], data=str(f), out_dir=str(tmp_path / "sft"))
+    with pytest.raises(DataError, match="no \\(prompt, response\\) examples"):
+        train_sft(cfg, model_and_tokenizer=tiny_lm)

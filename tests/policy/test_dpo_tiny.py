@@ -160,3 +160,8 @@ def test_rlhf_dpo_cli(tmp_path, tiny_lm_dir):
 def test_bad_dpo_settings_are_refused(tmp_path, override, match):
     with pytest.raises(ConfigError, match=match):
         dpo_cfg(tmp_path, *override.split())
+
+
+def test_init_adapter_is_refused_since_the_reference_would_be_the_base(tmp_path):
+    with pytest.raises(ValueError, match="init_adapter: DPO's reference must be the policy it starts from"):
+        dpo_cfg(tmp_path, f"init_adapter={tmp_path}")

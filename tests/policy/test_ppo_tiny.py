@@ -231,3 +231,26 @@ def test_evaluate_policy_scores_held_out_prompts_and_kl(tiny_tok):
     assert res.kl == 0.0  # adapter still zero: the policy is the reference
     again = evaluate_policy(policy, tok, texts, FunctionReward(count_e), SamplingConfig(10, 1.0), batch_size=3, max_prompt_tokens=64)
     assert again.completions == res.completions and again.kl != again.kl  # seeded; nan without a reference
+
+
+def test_init_adapter_starts_from_a_saved_adapter_and_must_match_lora(tmp_path, tiny_tok):
+    from rlhf.models.lora import apply_lora, save_adapter
+
+    start = apply_lora(tiny_policy(tiny_tok), load_config(PPOConfig, None, ["lora.r=4"]).lora)
+    with torch.no_grad():
+        for n, p in start.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.1)  # a trained adapter: non-zero update
+    save_adapter(start, tmp_path / "sft")
+    strip = lambda n: n[n.index("layers."):]  # noqa: E731  (peft's wrapper prefixes differ)
+    saved = {strip(n): p.clone() for n, p in start.named_parameters() if "lora_" in n}
+
+    cfg = tiny_cfg(tmp_path / "ppo", f"init_adapter={tmp_path / 'sft'}")
+    policy, _ = build_policy(cfg, tiny_policy(tiny_tok), tiny_tok)
+    got = {strip(n): p for n, p in policy.lm.named_parameters() if "lora_" in n}
+    assert got.keys() == saved.keys() and all(torch.equal(got[n], saved[n]) for n in saved)
+    assert all(p.requires_grad for p in got.values())
+    with pytest.raises(ValueError, match=r"adapter_config\.json: the adapter does not match the `lora` settings: r 4 \(lora: 8\)"):
+        build_policy(tiny_cfg(tmp_path / "ppo2", f"init_adapter={tmp_path / 'sft'}", "lora.r=8"), tiny_policy(tiny_tok), tiny_tok)
+    with pytest.raises(ValueError, match="init_adapter needs lora.enabled=true"):
+        tiny_cfg(tmp_path / "ppo3", f"init_adapter={tmp_path / 'sft'}", "lora.enabled=false")

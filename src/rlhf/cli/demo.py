@@ -13,8 +13,9 @@ TITLES = {
     "generate": "1. generate completions",
     "feedback": "2. judges + human feedback (simulated labelers over HTTP) + agreement + export",
     "reward": "3. train reward model",
-    "ppo": "4. policy optimisation (KL to the reference)",
-    "evaluate": "5. evaluate base vs aligned per split + verdict + report",
+    "sft": "4. SFT on the labelers' top-ranked completions (with sft_first; else nothing to do)",
+    "ppo": "5. policy optimisation (KL to the reference)",
+    "evaluate": "6. evaluate base vs aligned per split + verdict + report",
 }
 
 
@@ -46,6 +47,9 @@ def demo(
         ci = rm.get("accuracy_ci") or (float("nan"), float("nan"))
         console.print(f"reward model: test pairwise accuracy [bold]{rm['accuracy']:.1%}[/] (95% CI {ci[0]:.1%}-{ci[1]:.1%}, "
                       f"{rm['num_pairs']} pairs never used for training or checkpoint choice)")
+    if st.get("sft", {}).get("steps"):
+        console.print(f"sft: {st['sft']['examples']} top-ranked completions of {st['sft']['prompts']} prompts, "
+                      f"{st['sft']['steps']} steps, loss {st['sft']['loss_first']:.3f} -> {st['sft']['loss_last']:.3f}")
     if "ppo" in st:
         console.print(f"policy optimiser [bold]{st['ppo'].get('optimizer', 'ppo')}[/]: {st['ppo']['steps']} steps, "
                       f"stopped by {st['ppo']['stop_reason']}")

@@ -7,6 +7,7 @@ With LoRA the reference policy costs nothing: it is the same base model with the
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -61,6 +62,24 @@ def apply_lora(model: torch.nn.Module, cfg: LoraSettings) -> torch.nn.Module:
     total = sum(p.numel() for p in peft_model.parameters())
     log.info("LoRA r=%d on %s: %d trainable of %d parameters", cfg.r, targets, trainable, total)
     return peft_model
+
+
+def check_adapter(path: str | Path, cfg: LoraSettings) -> Path:
+    """`path` if it holds a LoRA adapter with `cfg`'s rank, alpha, dropout (and explicit target modules);
+    otherwise a ValueError naming the field, since training on would silently use the file's settings."""
+    path = Path(path)
+    file = path / "adapter_config.json"
+    if not file.is_file():
+        raise ValueError(f"{path}: not a peft adapter folder (no adapter_config.json)")
+    saved = json.loads(file.read_text())
+    want = {"r": cfg.r, "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout}
+    if tuple(cfg.target_modules) != ("all-linear",):
+        want["target_modules"] = sorted(cfg.target_modules)
+        saved["target_modules"] = sorted(saved.get("target_modules") or [])
+    wrong = [f"{k} {saved.get(k)!r} (lora: {v!r})" for k, v in want.items() if saved.get(k) != v]
+    if saved.get("peft_type", "LORA") != "LORA" or wrong:
+        raise ValueError(f"{file}: the adapter does not match the `lora` settings: {', '.join(wrong) or saved.get('peft_type')}")
+    return path
 
 
 def is_peft(model: torch.nn.Module) -> bool:

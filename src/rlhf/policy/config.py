@@ -28,6 +28,11 @@ class PolicyConfig:
     """Output folder: adapter/ (or policy/), metrics.jsonl, tb/, the resolved config, checkpoint.pt, result.json."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """LoRA adapter settings; with lora.enabled=false all weights train and the reference is a frozen copy."""
+    init_adapter: str | None = None
+    """Start the LoRA adapter from this saved peft adapter (e.g. an `rlhf sft` run's adapter/) instead of zero;
+    PPO, RLOO and GRPO only. The reference stays `model` with the adapter off, so the KL counts that adapter's
+    drift too, and the penalty pulls towards the base rather than the starting adapter. Its rank, alpha, dropout
+    and target modules must equal `lora`'s."""
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(max_new_tokens=32, temperature=1.0))
     """Sampling for rollouts (and DPO's closing KL measurement); log-probs are computed at this temperature."""
     max_prompt_tokens: int = 128
@@ -57,6 +62,8 @@ class PolicyConfig:
     """torch CPU threads (null = torch's default)."""
 
     def __post_init__(self) -> None:
+        if self.init_adapter is not None and not self.lora.enabled:
+            raise ValueError("init_adapter needs lora.enabled=true: it is a LoRA adapter to start from")
         if self.grad_accum_steps < 1:
             raise ValueError("grad_accum_steps must be >= 1")
         s = self.sampling

@@ -65,6 +65,12 @@ class DPOConfig(PolicyConfig):
         super().__post_init__()
         if self.beta <= 0:
             raise ValueError("beta must be > 0")
+        if self.init_adapter is not None:
+            # DPO's implicit reward is log pi/pi_ref (Rafailov et al. 2023, eq. 5) with pi_ref the policy it starts
+            # from; here pi_ref would be the base with the adapter off, not the starting adapter.
+            raise ValueError("init_adapter: DPO's reference must be the policy it starts from, and here it would be "
+                             "the base; merge the adapter into a model folder (rlhf sft --set merge=true) and pass "
+                             "that folder as `model` instead")
         if self.loss_type not in ("sigmoid", "ipo"):
             raise ValueError(f"loss_type must be sigmoid or ipo, not {self.loss_type!r}")
         if not 0.0 <= self.label_smoothing < 0.5:

@@ -16,7 +16,7 @@ from rlhf.config import load_config, save_config
 from rlhf.cpu import setup_cpu
 from rlhf.data import read_pairs, read_prompts, resolve_prompts, write_json
 from rlhf.distributed import Runtime, make_runtime
-from rlhf.models.lora import apply_lora, is_peft, load_adapter, save_adapter
+from rlhf.models.lora import apply_lora, check_adapter, is_peft, load_adapter, save_adapter
 from rlhf.models.policy import CausalPolicy
 from rlhf.models.registry import load_causal_lm
 from rlhf.models.value_head import PolicyWithValueHead
@@ -85,7 +85,9 @@ def build_policy(cfg: PolicyConfig, model=None, tokenizer=None) -> tuple[CausalP
         model, tokenizer = load_causal_lm(cfg.model)
     elif tokenizer is None:
         raise ValueError("pass the tokenizer together with the model")
-    if cfg.lora.enabled and not is_peft(model):
+    if cfg.lora.enabled and not is_peft(model) and cfg.init_adapter:
+        model = load_adapter(model, check_adapter(cfg.init_adapter, cfg.lora), trainable=True)
+    elif cfg.lora.enabled and not is_peft(model):
         model = apply_lora(model, cfg.lora)
     elif not cfg.lora.enabled:
         model.requires_grad_(True)
