@@ -1,8 +1,8 @@
 """`rlhf demo`: the whole RLHF loop on the default models, offline, into one run folder.
 
 generate -> feedback (import, judges, serve, simulated labelers over HTTP) -> agreement (flag + exclude)
--> export pairs -> train reward model -> SFT on the labelers' top choices -> PPO (or RLOO/GRPO) from there against
-the reward model, or DPO on the pairs -> evaluate base vs aligned per split -> report.
+-> export pairs -> train reward model -> (with sft_first: SFT on the labelers' top choices) -> PPO (or RLOO/GRPO)
+against the reward model, or DPO on the pairs -> evaluate base vs aligned per split -> report.
 
 The prompts mix the built-in helpful and red-team sets (train splits) for labeling and policy optimisation;
 both eval splits are evaluated and reported separately. The simulated labelers rank by `rlhf.judges.Taste`:
@@ -145,7 +145,6 @@ class DemoConfig:
     evaluate: EvaluateConfig = field(default_factory=lambda: EvaluateConfig(samples_per_prompt=EVAL_SAMPLES))
     """Stage 6 settings (models, prompts, rewards and out_dir are set by the demo; sampling, system prompt and KL
     target come from PPO's saved config), with 4 samples per held-out prompt (EVAL_SAMPLES)."""
-
 
     def __post_init__(self) -> None:
         if self.sft_first and self.optimizer == "dpo":
