@@ -138,7 +138,7 @@ def test_an_incomplete_stage_exits_3_with_its_message(monkeypatch):
 
     import rlhf.cli.demo as cli_demo
     from rlhf.cli import app
-    from rlhf.demo import StageIncomplete
+    from rlhf.stages import StageIncomplete
 
     def stopped(cfg, on_stage, on_progress, only=None):  # noqa: ANN001, ANN202
         on_stage("ppo", "start")
@@ -153,14 +153,14 @@ def test_an_incomplete_stage_exits_3_with_its_message(monkeypatch):
 def test_stage_settings_are_checked_per_finished_stage(tmp_path):
     # Shared by `rlhf demo` and `rlhf constitutional run`: only a finished stage's own settings are binding.
     from rlhf.config import ConfigError
-    from rlhf.demo import _Stages
+    from rlhf.stages import Stages
 
     cfg = load_config(DemoConfig, None, [f"out_dir={tmp_path}"])
-    stages = _Stages(tmp_path / "stages.json")
+    stages = Stages(tmp_path / "stages.json")
     stages.finish("reward", {"accuracy": 0.7}, {"config": cfg.reward, "threads": 2})
     assert json.loads((tmp_path / "stage_settings.json").read_text())["reward"]["config"]["lr"] == 1e-4
 
-    again = _Stages(tmp_path / "stages.json")  # as a resumed run reads it
+    again = Stages(tmp_path / "stages.json")  # as a resumed run reads it
     changed = {"reward": {"config": dataclasses.replace(cfg.reward, lr=1e-3, epochs=2.0), "threads": 1},
                "ppo": {"config": cfg.ppo}}  # ppo has not run: its settings are free to change
     with pytest.raises(ConfigError) as e:
@@ -172,7 +172,7 @@ def test_stage_settings_are_checked_per_finished_stage(tmp_path):
     with pytest.raises(ConfigError, match="reward: config.lr"):  # the stages before a re-run one stay binding
         again.check(changed | {"ppo": {"config": dataclasses.replace(cfg.ppo, lr=1.0)}}, rerun="ppo")
     again.check({"reward": {"config": cfg.reward, "threads": 8}})  # threads change speed, not results
-    _Stages(tmp_path / "old" / "stages.json").check(changed)  # a folder from before this check has nothing to compare
+    Stages(tmp_path / "old" / "stages.json").check(changed)  # a folder from before this check has nothing to compare
 
 
 def test_a_copied_run_folder_still_resumes(tmp_path):
@@ -180,7 +180,8 @@ def test_a_copied_run_folder_still_resumes(tmp_path):
     import shutil
 
     from rlhf.config import ConfigError
-    from rlhf.demo import _Stages, stage_configs, stage_settings
+    from rlhf.demo import stage_configs, stage_settings
+    from rlhf.stages import Stages
 
     def settings(root):
         cfg = load_config(DemoConfig, None, [f"out_dir={root}"])
@@ -188,12 +189,12 @@ def test_a_copied_run_folder_still_resumes(tmp_path):
 
     old, new = tmp_path / "a", tmp_path / "b"
     old.mkdir()
-    _Stages(old / "stages.json").finish("generate", {}, settings(old)["generate"])
+    Stages(old / "stages.json").finish("generate", {}, settings(old)["generate"])
     saved = json.loads((old / "stage_settings.json").read_text())["generate"]["config"]
     assert saved["out_dir"] == "{run}/generate" and saved["prompts"] == "{run}/prompts_train.jsonl"
     shutil.copytree(old, new)
-    _Stages(new / "stages.json").check(settings(new))  # the copy resumes
+    Stages(new / "stages.json").check(settings(new))  # the copy resumes
     changed = settings(new)
     changed["generate"]["config"] = dataclasses.replace(changed["generate"]["config"], num_completions=3)
     with pytest.raises(ConfigError, match="num_completions 8 -> 3"):  # a real change is still refused
-        _Stages(new / "stages.json").check(changed)
+        Stages(new / "stages.json").check(changed)

@@ -102,7 +102,7 @@ def stage_progress(titles: dict[str, str]) -> Iterator[tuple[Callable[[str, str]
             if name in tasks:
                 progress.update(tasks[name], completed=done, total=total, info=info)
 
-        from rlhf.demo import StageIncomplete  # lazy: rlhf.demo imports the whole pipeline
+        from rlhf.stages import StageIncomplete
 
         try:
             yield on_stage, on_progress

@@ -23,7 +23,7 @@ from rlhf.constitutional.ai_feedback import AIFeedbackConfig
 from rlhf.constitutional.measure import MeasureConfig
 from rlhf.constitutional.revise import ReviseConfig
 from rlhf.cpu import setup_cpu
-from rlhf.demo import EVAL_SAMPLES, ONLINE, SYSTEM_PROMPT, ProgressCallback, StageCallback, StageIncomplete, _Stages
+from rlhf.demo import EVAL_SAMPLES, ONLINE, SYSTEM_PROMPT
 from rlhf.evaluate.run import EvaluateConfig
 from rlhf.generate import GenerateConfig
 from rlhf.generation import SamplingConfig
@@ -31,6 +31,7 @@ from rlhf.models.registry import DEFAULT_POLICY, DEFAULT_REWARD_TRUNK
 from rlhf.policy.ppo import PPOConfig
 from rlhf.reward.config import RewardTrainConfig
 from rlhf.sft import SFTConfig
+from rlhf.stages import ProgressCallback, StageCallback, StageIncomplete, Stages
 
 STAGES = ("revise", "sft", "sample", "ai_feedback", "reward", "ppo", "evaluate")
 PROJECT = "constitutional"
@@ -135,7 +136,7 @@ def run_constitutional(
     setup_cpu(cfg.threads)
     root = Path(cfg.out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    stages = _Stages(root / "stages.json")
+    stages = Stages(root / "stages.json")
     sc = stage_configs(cfg)
     settings = {name: {"config": sc[name], "measure": cfg.measure} for name in STAGES}  # each stage measures its output
     stages.check(settings, rerun=only)

@@ -100,8 +100,8 @@ def reward(cfg, sc: dict, done: dict, progress: Progress) -> dict:
 
 def ppo(cfg, sc: dict, done: dict, progress: Progress) -> dict:
     """6. PPO from the SFT policy against the reward model (KL to the SFT policy = LoRA adapter off)."""
-    from rlhf.demo import StageIncomplete
     from rlhf.policy.train import train_ppo
+    from rlhf.stages import StageIncomplete
 
     total = sc["ppo"].max_steps
     res = train_ppo(sc["ppo"], on_step=lambda m: progress(
