@@ -252,5 +252,7 @@ def test_init_adapter_starts_from_a_saved_adapter_and_must_match_lora(tmp_path, 
     assert all(p.requires_grad for p in got.values())
     with pytest.raises(ValueError, match=r"adapter_config\.json: the adapter does not match the `lora` settings: r 4 \(lora: 8\)"):
         build_policy(tiny_cfg(tmp_path / "ppo2", f"init_adapter={tmp_path / 'sft'}", "lora.r=8"), tiny_policy(tiny_tok), tiny_tok)
+    with pytest.raises(ValueError, match="init_adapter: the model passed in already has an adapter"):
+        build_policy(cfg, start, tiny_tok)  # it would be silently ignored
     with pytest.raises(ValueError, match="init_adapter needs lora.enabled=true"):
         tiny_cfg(tmp_path / "ppo3", f"init_adapter={tmp_path / 'sft'}", "lora.enabled=false")

@@ -85,10 +85,11 @@ def build_policy(cfg: PolicyConfig, model=None, tokenizer=None) -> tuple[CausalP
         model, tokenizer = load_causal_lm(cfg.model)
     elif tokenizer is None:
         raise ValueError("pass the tokenizer together with the model")
-    if cfg.lora.enabled and not is_peft(model) and cfg.init_adapter:
-        model = load_adapter(model, check_adapter(cfg.init_adapter, cfg.lora), trainable=True)
-    elif cfg.lora.enabled and not is_peft(model):
-        model = apply_lora(model, cfg.lora)
+    if cfg.init_adapter and is_peft(model):
+        raise ValueError("init_adapter: the model passed in already has an adapter; pass the plain base model")
+    if cfg.lora.enabled and not is_peft(model):
+        model = (load_adapter(model, check_adapter(cfg.init_adapter, cfg.lora), trainable=True) if cfg.init_adapter
+                 else apply_lora(model, cfg.lora))
     elif not cfg.lora.enabled:
         model.requires_grad_(True)
     if isinstance(cfg, PPOConfig):
