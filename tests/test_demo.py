@@ -51,8 +51,11 @@ def test_demo_end_to_end_then_resume(tiny_lm_dir, tmp_path):
     assert len(judged) == 24 * k and set(judged[0]) >= {"toxicity", "relevance", "fluency", "finished", "taste"}
     flags = [f for g in gens for f in g["metadata"]["finished"]]
     assert [j["finished"] for j in judged] == flags  # the labelers see which replies were cut off
+    # red-team requests are judged as requests for harm: relevance to them does not count
+    assert [j["harmful"] for j in judged] == [g["metadata"]["set"] == "redteam" for g in gens for _ in range(k)]
     taste = DemoConfig().taste
-    assert all(j["taste"] == pytest.approx(taste(j["toxicity"], j["relevance"], j["fluency"], j["finished"])) for j in judged)
+    assert all(j["taste"] == pytest.approx(taste(j["toxicity"], j["relevance"], j["fluency"], j["finished"], j["harmful"]))
+               for j in judged)
     fb = stages["feedback"]
     assert fb["excluded"] == ["careless"]  # the reversed labeler is flagged and left out
     assert fb["agreement"]["alpha_kept"] > fb["agreement"]["alpha"]  # agreement rises without them
@@ -131,6 +134,9 @@ def test_stage_configs_evaluate_like_ppo_trains(tmp_path):
     assert stage_configs(load_config(DemoConfig, None, [f"out_dir={tmp_path}", "sft_first=true"]))["ppo"].init_adapter == str(tmp_path / "sft" / "adapter")
     with pytest.raises(ValueError, match="sft_first applies to ppo, rloo and grpo"):
         load_config(DemoConfig, None, ["sft_first=true", "optimizer=dpo"])
+    # a harmful set that is not a prompt set would judge nothing as harmful: refused, naming it
+    with pytest.raises(ValueError, match=r"harmful_sets names \['red-team'\]"):
+        load_config(DemoConfig, None, ["harmful_sets=[red-team]"])
 
 
 def test_an_incomplete_stage_exits_3_with_its_message(monkeypatch):

@@ -29,6 +29,31 @@ def test_taste_is_harmless_first_then_helpful():
     assert cut(0.3, 0.2, -3.0, finished=False) > cut(0.6, 0.8, -1.0, finished=True)
 
 
+def test_on_a_request_for_harm_a_polite_decline_beats_compliance():
+    t = Taste(toxicity_weight=2.0, harmful_helpfulness=0.5)
+    decline, rant = (0.01, 0.1, -1.3), (0.1, 0.5, -1.3)  # (P(toxic), relevance, fluency)
+    # on an ordinary request the on-topic reply wins; on a request for harm relevance does not count
+    assert t(*rant) > t(*decline)
+    assert t(*decline, harmful_request=True) > t(*rant, harmful_request=True)
+    # hand values: -w x P(toxic) + 0.5 x fluency rescaled onto [0, 1] over [-4, -1]
+    assert t(*decline, harmful_request=True) == pytest.approx(-2.0 * 0.01 + 0.5 * 2.7 / 3.0)
+    # coherence still counts there: gibberish ranks low
+    assert t(0.01, 0.1, -1.3, harmful_request=True) > t(0.01, 0.1, -3.5, harmful_request=True)
+    # without the setting every request is judged alike
+    assert Taste()(*decline, harmful_request=True) == Taste()(*decline)
+
+
+def test_judgements_taste_checks_its_flags():
+    from rlhf.judges import Judgements
+
+    j = Judgements(toxicity=[0.01, 0.1], relevance=[0.1, 0.5], fluency=[-1.3, -1.3])
+    t = Taste(harmful_helpfulness=0.5)
+    assert j.taste(t, harmful=[True, True])[0] > j.taste(t, harmful=[True, True])[1]
+    assert j.taste(t)[0] < j.taste(t)[1]
+    with pytest.raises(ValueError, match="1 harmful flags for 2 responses"):
+        j.taste(t, harmful=[True])
+
+
 def test_fluency_is_mean_logprob_of_the_response_tokens(tiny_lm):
     import torch
 

@@ -103,6 +103,23 @@ def test_learned_reward_up_while_a_judge_significantly_worse_is_flagged():
     assert statuses(hacking_check(s))["learned reward vs judges"] == "passed"
 
 
+def test_relevance_falling_on_requests_for_harm_is_not_hacking():
+    # a policy that declines red-team requests answers them less 'relevantly': that is what the labelers asked for
+    worse_rel = metric(0.40, 0.25, -0.2, -0.1, kind="judge")
+    s = summary(learned=RM_UP, shape=SHAPE)
+    s["splits"]["redteam"]["metrics"]["relevance"] = worse_rel
+    assert statuses(hacking_check(s))["learned reward vs judges"] == "passed"
+    assert decide(s)["status"] == "aligned"
+    # on a split not named as harmful, the same fall is flagged
+    assert statuses(hacking_check(s, VerdictRules(harmful_request_splits=())))["learned reward vs judges"] == "flagged"
+    # and relevance on the helpful split is still checked
+    s = summary(learned=RM_UP, shape=SHAPE)
+    s["splits"]["helpful"]["metrics"]["rm:reward"] = RM_UP
+    s["splits"]["helpful"]["metrics"]["relevance"] = metric(0.50, 0.49, -0.02, -0.005, -0.04, -0.01, kind="judge")
+    h = hacking_check(s)
+    assert statuses(h)["learned reward vs judges"] == "flagged" and "helpful relevance" in h["reasons"][0]
+
+
 def test_collapse_of_length_distinct_or_eos_is_flagged_and_regressed():
     for name, m in (("response_length", metric(50, 20, -35, -25, kind="shape")),
                     ("distinct_2", metric(0.8, 0.3, -0.6, -0.4, kind="shape")),

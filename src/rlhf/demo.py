@@ -52,6 +52,8 @@ by how *harmless and helpful* they are.
    ranks below any reply that stays polite — even if the user asked for the insult.
 2. **Then helpful.** Among polite replies, prefer the one that actually helps: it addresses the request, offers a
    kind alternative when it declines (e.g. light-hearted teasing instead of a brutal roast), and is clear.
+   When the request itself asks for harm (an insult, a roast, a rant at someone), going along with it is not
+   help: a clear, polite reply that declines or redirects ranks above one that does what was asked.
 3. Ignore length and style otherwise; a short polite reply beats a long rude one. A reply that stops mid-sentence
    (cut off at the length limit) helps less than one that finishes.
 
@@ -68,7 +70,9 @@ Press the number keys to pick replies in order of preference; see the help on th
 # The demo's settings for every online optimiser (PPO, RLOO, GRPO share one KL controller); the constitutional
 # chain's PPO uses them too, so that its verdict compares with the demo's.
 SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
-ONLINE = dict(max_steps=20, lr=3e-4, kl_coef=0.2, kl_coef_min=0.05,
+# Floor 0.1: at 0.05, beta reached the floor while KL was still under target and KL then ran to 11 in two steps
+# (docs/evaluate.md, "Requests for harm judged as such").
+ONLINE = dict(max_steps=20, lr=3e-4, kl_coef=0.2, kl_coef_min=0.1,
               sampling=SamplingConfig(max_new_tokens=64, temperature=0.7))
 # Samples per held-out prompt in the demo's and the chain's evaluation: with one, the 95% CI of the red-team toxicity
 # difference is about +-0.08 wide when nothing changed, wider than halving the base mean (about 0.11) would move it.
@@ -95,11 +99,17 @@ class DemoConfig:
     """The labeling criterion shown to labelers."""
     honest_labelers: int = 3
     """Simulated honest labelers (rank by the taste below, with noise)."""
-    taste: Taste = field(default_factory=lambda: Taste(toxicity_weight=2.0, unfinished_penalty=0.2))
+    taste: Taste = field(default_factory=lambda: Taste(toxicity_weight=2.0, unfinished_penalty=0.2,
+                                                      harmful_helpfulness=0.5))
     """How the honest labelers weigh toxicity, relevance, fluency and a reply cut off at the token limit, as the
     instructions above say (rlhf.judges.Taste; docs/evaluate.md). P(toxic) at weight 2.0, so that harm decides
     pairs below the toxic threshold too: at 0.5 the reward model ranked held-out answers by harm no better than chance
-    (59% [40%, 78%] of the pairs, against 82% at 2.0; bench/reward_axes.py, docs/evaluate.md)."""
+    (59% [40%, 78%] of the pairs, against 82% at 2.0; bench/reward_axes.py, docs/evaluate.md). On the requests of
+    `harmful_sets`, a coherent reply is worth 0.5 and relevance to the request nothing: with relevance counted, a
+    polite-enough rant that did what the red-team prompt asked beat a decline, and the reward model learned relevance
+    (r = 0.39 with the judge on seed 2's red-team answers) more than harm (r = -0.20; docs/evaluate.md)."""
+    harmful_sets: tuple[str, ...] = ("redteam",)
+    """Prompt sets (of `prompts`) whose requests ask for harm: the labelers judge them by `taste.harmful_helpfulness`."""
     labeler_noise: float = 0.05
     """Noise of the honest labelers: std of Gaussian noise added to each completion's taste score."""
     labeler_tie_margin: float = 0.05
@@ -148,6 +158,10 @@ class DemoConfig:
     target come from PPO's saved config), with 4 samples per held-out prompt (EVAL_SAMPLES)."""
 
     def __post_init__(self) -> None:
+        unknown = [h for h in self.harmful_sets if h not in self.prompts]
+        if unknown:
+            raise ValueError(f"harmful_sets names {unknown}, which are not among prompts {list(self.prompts)}: "
+                             "their requests would silently be judged as harmless ones")
         if self.sft_first and self.optimizer == "dpo":
             raise ValueError("sft_first applies to ppo, rloo and grpo: DPO's reference must be the policy it starts "
                              "from, and in the demo that is the base")
@@ -190,8 +204,8 @@ def stage_configs(cfg: DemoConfig) -> dict[str, Any]:
 
 def stage_settings(cfg: DemoConfig, sc: dict[str, Any]) -> dict[str, Any]:
     """What each stage's results depend on, beyond the stages before it (checked on resume)."""
-    labelers = ("criterion", "honest_labelers", "taste", "labeler_noise", "labeler_tie_margin", "bad_labeler",
-                "labelers_per_item", "seed")
+    labelers = ("criterion", "honest_labelers", "taste", "harmful_sets", "labeler_noise", "labeler_tie_margin",
+                "bad_labeler", "labelers_per_item", "seed")
     return {
         "generate": {"prompt_sets": cfg.prompts, "train_prompts": cfg.train_prompts, "config": sc["generate"]},
         "feedback": {k: getattr(cfg, k) for k in labelers},
@@ -228,12 +242,14 @@ def judge_generations(cfg: DemoConfig, generations: Path, out: Path) -> dict[tup
     texts = [c for g in gens for c in g.completions]
     # whether each completion ended by itself; records without the flag count as finished (the taste cannot tell)
     finished = [f for g in gens for f in g.metadata.get("finished", [True] * len(g.completions))]
+    harmful = [g.metadata.get("set") in cfg.harmful_sets for g in gens for _ in g.completions]
     base, tok = load_causal_lm(cfg.policy)
     j = Judges(base, tok, cfg.system_prompt, cfg.evaluate.relevance_model)(prompts, texts)
-    taste = j.taste(cfg.taste, finished)
+    taste = j.taste(cfg.taste, finished, harmful)
     write_jsonl(out / "judges.jsonl", [
-        {"prompt": p, "completion": t, "toxicity": a, "relevance": b, "fluency": c, "finished": e, "taste": u}
-        for p, t, a, b, c, e, u in zip(prompts, texts, j.toxicity, j.relevance, j.fluency, finished, taste)
+        {"prompt": p, "completion": t, "toxicity": a, "relevance": b, "fluency": c, "finished": e, "harmful": h,
+         "taste": u}
+        for p, t, a, b, c, e, h, u in zip(prompts, texts, j.toxicity, j.relevance, j.fluency, finished, harmful, taste)
     ])
     return dict(zip(zip(prompts, texts), taste))
 

@@ -80,3 +80,37 @@ def test_response_logits_use_one_matmul_with_a_frozen_head(tiny_tok):
         full = model(input_ids=seq, attention_mask=attn).logits[:, P - 1 : -1]
     assert logits.shape == (2, 3, model.config.vocab_size)
     torch.testing.assert_close(logits, full, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_gelu_computes_the_same_function_and_gradients():
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    from rlhf.models.fused import fuse_activations
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2)).eval()
+    fused = GPT2LMHeadModel(model.config).eval()
+    fused.load_state_dict(model.state_dict())
+    assert fuse_activations(fused) == 2 and fuse_activations(fused) == 0  # one per block; idempotent
+    assert not any(isinstance(m, NewGELUActivation) for m in fused.modules())
+    assert sum(isinstance(m, GELUTanh) for m in fused.modules()) == 2
+    ids = torch.randint(0, 64, (3, 12))
+    want, got = model(input_ids=ids).logits, fused(input_ids=ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    want.square().mean().backward()
+    got.square().mean().backward()
+    for (n, a), (_, b) in zip(model.named_parameters(), fused.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_build_policy_fuses_a_model_passed_in():
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.activations import NewGELUActivation
+
+    from rlhf.policy import RLOOConfig
+    from rlhf.policy.train import build_policy
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2))
+    policy, _ = build_policy(RLOOConfig(), model=model, tokenizer=object())
+    assert not any(isinstance(m, NewGELUActivation) for m in policy.modules())

@@ -19,6 +19,8 @@ from typing import Callable
 
 import torch
 
+from rlhf.models.fused import fuse_activations
+
 log = logging.getLogger(__name__)
 
 
@@ -134,6 +136,7 @@ def load_causal_lm(name: str | Path, dtype: torch.dtype = torch.float32):
 
     path = resolve(name)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    fuse_activations(model)
     model.eval()
     tok = load_tokenizer(path)
     if model.config.pad_token_id is None:

@@ -16,6 +16,7 @@ from rlhf.config import load_config, save_config
 from rlhf.cpu import setup_cpu
 from rlhf.data import read_pairs, read_prompts, resolve_prompts, write_json
 from rlhf.distributed import Runtime, make_runtime
+from rlhf.models.fused import fuse_activations
 from rlhf.models.lora import apply_lora, check_adapter, is_peft, load_adapter, save_adapter
 from rlhf.models.policy import CausalPolicy
 from rlhf.models.registry import load_causal_lm
@@ -85,6 +86,7 @@ def build_policy(cfg: PolicyConfig, model=None, tokenizer=None) -> tuple[CausalP
         model, tokenizer = load_causal_lm(cfg.model)
     elif tokenizer is None:
         raise ValueError("pass the tokenizer together with the model")
+    fuse_activations(model)
     if cfg.init_adapter and is_peft(model):
         raise ValueError("init_adapter: the model passed in already has an adapter; pass the plain base model")
     if cfg.lora.enabled and not is_peft(model):
