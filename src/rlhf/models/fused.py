@@ -3,7 +3,7 @@
 GPT-2's `NewGELUActivation` is 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) in eight tensor ops, and autograd keeps
 about as many (tokens, 4 x hidden) temporaries per layer for the backward pass. `F.gelu(approximate="tanh")` computes
 the same function in one kernel and keeps only its input (transformers' own `GELUTanh`: "equivalent ... but not an
-exact numerical match due to rounding errors"). docs/policy.md has the measured time and memory.
+exact numerical match due to rounding errors"). docs/policy.md has the bench run.
 """
 
 from __future__ import annotations
