@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from rlhf.models.lora import LoraSettings, apply_lora, merged_for_sampling
@@ -37,18 +38,19 @@ def test_value_head_is_zero_initialised_and_shares_the_forward(tiny_tok):
     seq = torch.cat([ids["input_ids"], torch.tensor([[5, 6, 7], [8, 9, 10]])], dim=1)
     attn = torch.cat([ids["attention_mask"], torch.ones(2, 3, dtype=torch.long)], dim=1)
     P = ids["input_ids"].shape[1]
-    out = model(seq, attn, P)
-    assert out.logits.shape == (2, 3, len(tiny_tok)) and out.values.shape == (2, 3)
+    out = model(seq, attn, P, with_entropy=True, temperature=0.7)
+    assert out.logprobs.shape == (2, 3) and out.values.shape == (2, 3)
     assert torch.equal(out.values, torch.zeros(2, 3))
-    # the response logits are the full model's logits at positions P-1 .. P+T-2
+    # the response log-probs come from the full model's logits at positions P-1 .. P+T-2
     full = model.lm(input_ids=seq, attention_mask=attn, position_ids=(attn.cumsum(-1) - 1).clamp(min=0)).logits
-    torch.testing.assert_close(out.logits, full[:, P - 1 : -1], rtol=1e-5, atol=1e-6)
+    want_lp, want_ent = logprobs_and_entropy(full[:, P - 1 : -1], seq[:, P:], 0.7)
+    torch.testing.assert_close((out.logprobs, out.entropy), (want_lp, want_ent), rtol=1e-5, atol=1e-5)
     # the reference is the same weights with the adapter off
     ref = ReferencePolicy(model.policy).logprobs(seq, attn, P)
     with model.policy.disable_adapter(), torch.no_grad():
-        base = logprobs_from_logits(model(seq, attn, P, with_values=False).logits, seq[:, P:])
+        base = model(seq, attn, P, with_values=False).logprobs
     assert torch.equal(ref, base)
-    assert not torch.equal(ref, logprobs_from_logits(out.logits.detach(), seq[:, P:]))
+    assert not torch.equal(ref, model(seq, attn, P).logprobs.detach())
 
 
 def test_logprobs_and_entropy_share_one_logsumexp():
@@ -64,7 +66,7 @@ def test_logprobs_and_entropy_share_one_logsumexp():
 
 def test_response_logits_use_one_matmul_with_a_frozen_head(tiny_tok):
     # a strided slice through a frozen LM head makes torch.matmul fall back to bmm with the weight expanded per row
-    from rlhf.models.policy import CausalPolicy
+    from rlhf.models.policy import response_hidden, response_logits
 
     model = _lora_with_nonzero_update(tiny_tok)
     assert not model.get_output_embeddings().weight.requires_grad
@@ -73,7 +75,7 @@ def test_response_logits_use_one_matmul_with_a_frozen_head(tiny_tok):
     attn = torch.cat([ids["attention_mask"], torch.ones(2, 3, dtype=torch.long)], dim=1)
     P = ids["input_ids"].shape[1]
     with torch.no_grad(), torch.profiler.profile() as prof:
-        logits = CausalPolicy(model)(seq, attn, P).logits
+        logits = response_logits(model, response_hidden(model, seq, attn, P))
     ops = {e.key for e in prof.key_averages()}
     assert "aten::bmm" not in ops  # the tiny model's attention is SDPA: no other bmm
     with torch.no_grad():
@@ -114,3 +116,28 @@ def test_build_policy_fuses_a_model_passed_in():
     model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2))
     policy, _ = build_policy(RLOOConfig(), model=model, tokenizer=object())
     assert not any(isinstance(m, NewGELUActivation) for m in policy.modules())
+
+
+def test_fused_head_logprobs_match_the_logits_path_without_keeping_the_logits():
+    from rlhf.models.fused import head_logprobs
+
+    g = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(6, 11, bias=True).requires_grad_(False)
+    torch.nn.init.normal_(head.weight, std=2.0, generator=g)
+    h0, tok = torch.randn(2, 5, 6, generator=g), torch.randint(0, 11, (2, 5), generator=g)
+    g_lp, g_ent = torch.randn(2, 5, generator=g), torch.randn(2, 5, generator=g)  # arbitrary upstream gradients
+    h = h0.clone().requires_grad_(True)
+    lp, ent = logprobs_and_entropy(head(h), tok, 0.7)
+    want = (lp, ent, *torch.autograd.grad((lp * g_lp + ent * g_ent).sum(), h))
+    saved = []
+    h = h0.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+        lp, ent = head_logprobs(h, head, tok, 0.7, with_entropy=True, rows=3)  # 10 rows in chunks of 3, 3, 3, 1
+    got = (lp, ent, *torch.autograd.grad((lp * g_lp + ent * g_ent).sum(), h))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert saved and all(11 not in shape for shape in saved)  # two (N, H) rows, never (N, V)
+    with torch.no_grad():
+        assert torch.equal(head_logprobs(h, head, tok, 0.7, rows=3)[0], lp.detach())
+    head.weight.requires_grad_(True)
+    with pytest.raises(ValueError, match="frozen LM head"):
+        head_logprobs(h, head, tok)

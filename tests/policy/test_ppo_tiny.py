@@ -7,10 +7,10 @@ import torch
 from helpers import PROMPTS, count_e, tiny_cfg, tiny_policy
 from tiny import tiny_llama
 
+import rlhf.models.policy
 from rlhf.config import ConfigError, load_config
 from rlhf.models.lora import load_adapter
 from rlhf.policy import PPOConfig, load_policy, train_ppo
-from rlhf.policy.losses import logprobs_from_logits
 from rlhf.policy.metrics import is_timing
 from rlhf.policy.online import OnlineTrainer
 from rlhf.policy.ppo import PPO
@@ -45,7 +45,7 @@ def test_first_step_kl_is_zero_and_ratio_exactly_one_with_padding(tmp_path, tiny
     assert m["nonfinite/skipped_updates"] == 0 and m["optimizer_steps"] == 4  # 2 epochs x 8/4 minibatches
 
 
-def test_sampler_old_logprobs_skip_the_lm_head_and_match_a_forward(tmp_path, tiny_tok):
+def test_sampler_old_logprobs_skip_the_lm_head_and_match_a_forward(tmp_path, tiny_tok, monkeypatch):
     cfg = tiny_cfg(tmp_path, "forward_batch_size=3")
     assert cfg.old_logprobs == "sampler"
     policy, tok = build_policy(cfg, tiny_policy(tiny_tok), tiny_tok)
@@ -53,7 +53,9 @@ def test_sampler_old_logprobs_skip_the_lm_head_and_match_a_forward(tmp_path, tin
         policy.value_head.weight.normal_()  # non-zero values, so the values-only path is checked
     trainer = OnlineTrainer(cfg, PPO(cfg), policy, tok, PROMPTS, FunctionReward(count_e))
     head, calls, seen = policy.lm.get_output_embeddings(), [], []
-    hook = head.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    hook = head.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))  # the sampler's calls
+    fused = rlhf.models.policy.head_logprobs  # the frozen head's fused log-prob path (training and reference)
+    monkeypatch.setattr(rlhf.models.policy, "head_logprobs", lambda h, *a: calls.append(h.shape) or fused(h, *a))
     forward = trainer.minibatch_forward
 
     def spy(mb):
@@ -70,7 +72,7 @@ def test_sampler_old_logprobs_skip_the_lm_head_and_match_a_forward(tmp_path, tin
     assert sum(len(s) == 3 and s[1] > 1 for s in calls) == 3 + 4 + 1  # + the spy's own forward
     mb, out = seen[0]
     mask = mb.response_mask
-    torch.testing.assert_close(mb.old_logprobs, logprobs_from_logits(out.logits, mb.responses) * mask, atol=1e-5, rtol=0)
+    torch.testing.assert_close(mb.old_logprobs, out.logprobs * mask, atol=1e-5, rtol=0)
     torch.testing.assert_close(mb.old_values, out.values * mask, atol=1e-6, rtol=0)
     assert float(mb.old_values.abs().sum()) > 0
 

@@ -22,3 +22,65 @@ def fuse_activations(model: torch.nn.Module) -> int:
                 setattr(parent, name, GELUTanh())
                 swapped += 1
     return swapped
+
+
+class _HeadLogprobs(torch.autograd.Function):
+    """log pi(token) (and the entropy) through a frozen LM head, a few rows at a time, never holding (N, V).
+
+    lp_i and H_i depend on row i alone, so their gradients w.r.t. the hidden state h_i are known in the forward pass:
+    d lp_i / d h_i = (onehot_i - p_i) W / tau and d H_i / d h_i = -(p_i * (z_i - E_p[z])) W / tau. Saving these two
+    (N, H) rows instead of the (N, V) logits (and their softmax) is what cuts the memory; the backward is two
+    row-scalings, with no second pass through the head.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, tokens, temperature, with_entropy, grad, rows):
+        lp, ent, d_lp, d_ent = [], [], [], []
+        for s in range(0, hidden.size(0), rows):
+            h, tok = hidden[s : s + rows], tokens[s : s + rows]
+            z = torch.nn.functional.linear(h, weight, bias).float()  # (c, V)
+            if temperature != 1.0:
+                z = z / temperature
+            lse = torch.logsumexp(z, -1, keepdim=True)  # (c, 1)
+            lp.append((z.gather(-1, tok[:, None]) - lse).squeeze(-1))
+            if not (with_entropy or grad):
+                continue
+            p = (z - lse).exp_()  # (c, V)
+            mean_z = (p * z).sum(-1, keepdim=True)  # (c, 1): E_p[z]
+            if with_entropy:
+                ent.append((lse - mean_z).squeeze(-1))
+            if grad:
+                g = -p
+                g.scatter_add_(-1, tok[:, None], torch.ones_like(lse))  # onehot - p
+                d_lp.append(g.to(weight.dtype) @ weight / temperature)  # (c, H)
+                if with_entropy:
+                    d_ent.append((p.mul_(z - mean_z).neg_()).to(weight.dtype) @ weight / temperature)
+        if grad:
+            ctx.save_for_backward(torch.cat(d_lp), torch.cat(d_ent) if with_entropy else None)
+        return torch.cat(lp), torch.cat(ent) if with_entropy else None
+
+    @staticmethod
+    def backward(ctx, g_lp, g_ent):
+        d_lp, d_ent = ctx.saved_tensors
+        grad = g_lp[:, None].to(d_lp.dtype) * d_lp
+        if d_ent is not None and g_ent is not None:
+            grad = grad + g_ent[:, None].to(d_ent.dtype) * d_ent
+        return grad, None, None, None, None, None, None, None
+
+
+def head_logprobs(
+    hidden: torch.Tensor, head: torch.nn.Linear, tokens: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False,
+    rows: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, T, H) hidden states, a frozen (V, H) LM head, (B, T) ids -> (B, T) log-probs and (B, T) entropy (or None).
+
+    Same numbers as `logprobs_and_entropy(head(hidden), tokens, temperature)`; rows of the logits are made ~8 M
+    entries at a time (or `rows` rows). The head's weight must be frozen (LoRA leaves it so): its gradient is not computed.
+    """
+    if head.weight.requires_grad or (head.bias is not None and head.bias.requires_grad):
+        raise ValueError("head_logprobs needs a frozen LM head; use the logits path when the head is trained")
+    B, T, H = hidden.shape
+    rows = rows or max(1, (1 << 23) // head.weight.size(0))
+    lp, ent = _HeadLogprobs.apply(hidden.reshape(B * T, H), head.weight, head.bias, tokens.reshape(B * T),
+                                  float(temperature), with_entropy, torch.is_grad_enabled() and hidden.requires_grad, rows)
+    return lp.view(B, T), ent.view(B, T) if ent is not None else None

@@ -1,7 +1,8 @@
-"""A causal LM as a policy: one trunk forward gives the logits that predict each response token.
+"""A causal LM as a policy: one trunk forward gives the log-probs (and entropy) of each response token.
 
 The trunk's last hidden states at positions P-1 .. P+T-2 predict response tokens 0 .. T-1; only
-those rows go through the (large) LM head, never the prompt positions. `PolicyWithValueHead`
+those rows go through the (large) LM head, never the prompt positions. A frozen head (LoRA) runs
+through `rlhf.models.fused.head_logprobs`, which never holds the (B, T, V) logits. `PolicyWithValueHead`
 (PPO) adds a value head on the same trunk; RLOO, GRPO and DPO use `CausalPolicy` as is.
 """
 
@@ -13,6 +14,8 @@ import torch
 from torch import nn
 
 from rlhf.generation import position_ids_from_mask
+from rlhf.models.fused import head_logprobs
+from rlhf.policy.losses import logprobs_and_entropy, logprobs_from_logits
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -38,9 +41,24 @@ def response_logits(lm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return unwrap(lm).get_output_embeddings()(hidden)
 
 
+def response_logprobs(
+    lm: nn.Module, hidden: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, T, H) hidden states, (B, T) response ids -> (B, T) log-probs under softmax(logits / temperature), and the
+    (B, T) entropy with `with_entropy` (else None). A frozen plain-Linear head takes the fused path."""
+    head = unwrap(lm).get_output_embeddings()
+    if type(head) is nn.Linear and not any(p.requires_grad for p in head.parameters()):
+        return head_logprobs(hidden, head, tokens, temperature, with_entropy)
+    logits = head(hidden)  # (B, T, V)
+    if with_entropy:
+        return logprobs_and_entropy(logits, tokens, temperature)
+    return logprobs_from_logits(logits, tokens, temperature), None
+
+
 @dataclass
 class PolicyOutput:
-    logits: torch.Tensor  # (B, T, V) next-token logits for each response position
+    logprobs: torch.Tensor  # (B, T) log pi(response token t) at the given temperature
+    entropy: torch.Tensor | None  # (B, T) entropy of each next-token distribution; None unless asked for
     values: torch.Tensor | None  # (B, T) V(s_t), the value of the state before response token t; None without a head
 
 
@@ -57,7 +75,9 @@ class CausalPolicy(nn.Module):
         return unwrap(self.policy)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, with_values: bool = False
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, with_values: bool = False,
+        with_entropy: bool = False, temperature: float = 1.0,
     ) -> PolicyOutput:
         h = response_hidden(self.policy, input_ids, attention_mask, prompt_len)  # (B, T, H)
-        return PolicyOutput(response_logits(self.policy, h), None)
+        lp, ent = response_logprobs(self.policy, h, input_ids[:, prompt_len:], temperature, with_entropy)
+        return PolicyOutput(lp, ent, None)

@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from rlhf.models.lora import is_peft
-from rlhf.models.policy import response_hidden, response_logits
-from rlhf.policy.losses import logprobs_from_logits
+from rlhf.models.policy import response_hidden, response_logprobs
 
 
 class ReferencePolicy:
@@ -38,5 +37,4 @@ class ReferencePolicy:
         lm = self.policy if self.shares_weights else self.frozen
         with self._context():
             h = response_hidden(lm, input_ids, attention_mask, prompt_len)  # (B, T, H)
-            logits = response_logits(lm, h)  # (B, T, V)
-        return logprobs_from_logits(logits, input_ids[:, prompt_len:], temperature)
+            return response_logprobs(lm, h, input_ids[:, prompt_len:], temperature)[0]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from rlhf.generation import position_ids_from_mask
-from rlhf.models.policy import CausalPolicy, PolicyOutput, response_hidden, response_logits, unwrap
+from rlhf.models.policy import CausalPolicy, PolicyOutput, response_hidden, response_logprobs, unwrap
 
 
 class PolicyWithValueHead(CausalPolicy):
@@ -32,11 +32,12 @@ class PolicyWithValueHead(CausalPolicy):
             self.critic = copy.deepcopy(trunk).requires_grad_(True)  # trained in full, even with LoRA
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, with_values: bool = True
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, with_values: bool = True,
+        with_entropy: bool = False, temperature: float = 1.0,
     ) -> PolicyOutput:
         h = response_hidden(self.policy, input_ids, attention_mask, prompt_len)  # (B, T, H)
-        logits = response_logits(self.policy, h)  # (B, T, V)
-        return PolicyOutput(logits, self._values(h, input_ids, attention_mask, prompt_len) if with_values else None)
+        lp, ent = response_logprobs(self.policy, h, input_ids[:, prompt_len:], temperature, with_entropy)
+        return PolicyOutput(lp, ent, self._values(h, input_ids, attention_mask, prompt_len) if with_values else None)
 
     def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
         """V(s_t) alone, (B, P+T) -> (B, T): the trunk without the LM head (when the log-probs are known)."""

@@ -15,7 +15,7 @@ from rlhf.models.policy import CausalPolicy
 from rlhf.models.reference import ReferencePolicy
 from rlhf.models.value_head import PolicyWithValueHead
 from rlhf.policy.experience import Rollout
-from rlhf.policy.losses import logprobs_and_entropy, logprobs_from_logits, masked_whiten
+from rlhf.policy.losses import masked_whiten
 from rlhf.reward.functions import RewardFunction
 
 
@@ -100,9 +100,8 @@ def forward_experience(
         attn = rollout.attention_mask[start : start + chunk]
         lp = ent = values = None
         if not sampled:
-            out = model(seq, attn, P, with_values=True)
-            lp, ent = logprobs_and_entropy(out.logits, seq[:, P:], temperature)
-            values = out.values
+            out = model(seq, attn, P, with_values=True, with_entropy=True, temperature=temperature)
+            lp, ent, values = out.logprobs, out.entropy, out.values
             del out
         elif isinstance(model, PolicyWithValueHead):
             values = model.values(seq, attn, P)
@@ -184,8 +183,7 @@ def evaluate_policy(
         comps += r.completions
         lens += r.response_mask.sum(-1).tolist()
         if reference is not None:
-            out = model(r.sequences, r.attention_mask, r.prompt_len, with_values=False)
-            lp = logprobs_from_logits(out.logits, r.responses, sampling.temperature)
+            lp = model(r.sequences, r.attention_mask, r.prompt_len, with_values=False, temperature=sampling.temperature).logprobs
             ref = reference.logprobs(r.sequences, r.attention_mask, r.prompt_len, sampling.temperature)
             kls += ((lp - ref) * r.response_mask).sum(-1).tolist()
     t = torch.tensor(rewards) if rewards else torch.full((1,), float("nan"))

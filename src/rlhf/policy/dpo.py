@@ -21,7 +21,7 @@ from rlhf.models.policy import CausalPolicy
 from rlhf.models.reference import ReferencePolicy
 from rlhf.policy.config import PolicyConfig
 from rlhf.policy.core import evaluate_policy
-from rlhf.policy.losses import DPOLossType, dpo_losses, implicit_rewards, logprobs_from_logits, sequence_logprobs
+from rlhf.policy.losses import DPOLossType, dpo_losses, implicit_rewards, sequence_logprobs
 from rlhf.policy.runtime import Runtime
 from rlhf.policy.state import load_trainable, make_optimizer, restore_rng, rng_state, trainable_state
 from rlhf.types import PreferencePair
@@ -166,7 +166,7 @@ class DPOTrainer:
         """(2B,) sequence log-probs under the policy (with grad when enabled) and the reference (adapter off)."""
         out = self.train_model(batch.sequences, batch.attention_mask, batch.prompt_len)
         average = self.cfg.loss_type == "ipo"
-        policy = sequence_logprobs(logprobs_from_logits(out.logits, batch.responses), batch.response_mask, average)
+        policy = sequence_logprobs(out.logprobs, batch.response_mask, average)
         ref_tok = self.reference.logprobs(batch.sequences, batch.attention_mask, batch.prompt_len)
         return policy, sequence_logprobs(ref_tok, batch.response_mask, average)
 

@@ -24,13 +24,13 @@ from rlhf.config import ConfigError
 from rlhf.generator import sync_weights
 from rlhf.models.policy import CausalPolicy
 from rlhf.models.reference import ReferencePolicy
-from rlhf.policy.state import load_trainable, make_optimizer, restore_rng, rng_state, trainable_state
 from rlhf.policy.config import OnlineConfig
 from rlhf.policy.core import forward_experience, gather_rollout, generate_rollout, process_scores, score_rollout
 from rlhf.policy.experience import Experience, Scored
 from rlhf.policy.kl_control import make_kl_controller
-from rlhf.policy.losses import entropy_from_logits, kl_per_token, logprobs_from_logits, masked_mean
+from rlhf.policy.losses import kl_per_token, masked_mean
 from rlhf.policy.runtime import Runtime
+from rlhf.policy.state import load_trainable, make_optimizer, restore_rng, rng_state, trainable_state
 from rlhf.reward.functions import RewardFunction
 from rlhf.types import Prompt
 
@@ -185,10 +185,9 @@ class OnlineTrainer:
     def minibatch_forward(self, mb: Experience) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """New log-probs, values (with a value head) and entropy (when the loss needs it): (b, T) each."""
         temperature = self.cfg.sampling.temperature
-        out = self.train_model(mb.sequences, mb.attention_mask, mb.prompt_len, with_values=self.algo.uses_values)
-        logprobs = logprobs_from_logits(out.logits, mb.responses, temperature)
-        entropy = entropy_from_logits(out.logits, temperature) if self.algo.uses_entropy else None
-        return logprobs, out.values, entropy
+        out = self.train_model(mb.sequences, mb.attention_mask, mb.prompt_len, with_values=self.algo.uses_values,
+                               with_entropy=self.algo.uses_entropy, temperature=temperature)
+        return out.logprobs, out.values, out.entropy
 
     def optimise(self, exp: Experience) -> dict[str, float]:
         """Epochs x minibatches; each process takes its share of every minibatch, each row weighted 1 / minibatch."""
