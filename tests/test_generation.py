@@ -72,7 +72,7 @@ def test_sampling_draws_what_hf_generate_draws_at_the_same_seed(tiny_lm):
 
 
 def test_sampler_logprobs_and_entropy_match_a_full_forward(tiny_lm):
-    from rlhf.models.policy import CausalPolicy
+    from rlhf.models.policy import CausalPolicy, response_hidden, response_logits
     from rlhf.policy.losses import logprobs_and_entropy
 
     model, tok = tiny_lm
@@ -83,12 +83,15 @@ def test_sampler_logprobs_and_entropy_match_a_full_forward(tiny_lm):
                   with_logprobs=True)
     assert plain.logprobs is None and torch.equal(plain.sequences, kept.sequences)  # keeping them draws nothing
     with torch.no_grad():
-        logits = CausalPolicy(model)(kept.sequences, kept.attention_mask, kept.prompt_len).logits
-    lp, ent = logprobs_and_entropy(logits, kept.responses, 0.7)
+        out = CausalPolicy(model)(kept.sequences, kept.attention_mask, kept.prompt_len, with_entropy=True,
+                                  temperature=0.7)
+        h = response_hidden(model, kept.sequences, kept.attention_mask, kept.prompt_len)
+        lp, ent = logprobs_and_entropy(response_logits(model, h), kept.responses, 0.7)
     m = kept.response_mask
     assert int(m.sum()) > 12 and bool((kept.logprobs[m.bool()] < 0).all())
-    torch.testing.assert_close(kept.logprobs, lp * m, atol=1e-5, rtol=0)
-    torch.testing.assert_close(kept.entropy, ent * m, atol=1e-5, rtol=0)
+    for got_lp, got_ent in ((lp, ent), (out.logprobs, out.entropy)):
+        torch.testing.assert_close(kept.logprobs, got_lp * m, atol=1e-5, rtol=0)
+        torch.testing.assert_close(kept.entropy, got_ent * m, atol=1e-5, rtol=0)
 
 
 def test_eos_equal_to_pad_is_kept_in_the_response_mask(tiny_lm):
