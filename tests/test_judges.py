@@ -43,6 +43,25 @@ def test_on_a_request_for_harm_a_polite_decline_beats_compliance():
     assert Taste()(*decline, harmful_request=True) == Taste()(*decline)
 
 
+def test_a_fragment_is_worth_its_share_of_an_answer():
+    from rlhf.judges import Judgements
+
+    t = Taste(toxicity_weight=2.0, harmful_helpfulness=0.5, substance_words=20)
+    # hand values: 5 words of 20 keep a quarter of the helpfulness; 20 and more keep all of it
+    assert t(0.01, 0.4, -2.5, words=5) == pytest.approx(-0.02 + 0.25 * 0.25)
+    assert t(0.01, 0.4, -2.5, words=20) == t(0.01, 0.4, -2.5, words=60) == t(0.01, 0.4, -2.5)
+    # on a request for harm a fluent fragment no longer beats a slightly less fluent, finished answer
+    fragment, answer = (0.01, 0.1, -1.0), (0.05, 0.1, -1.6)
+    assert Taste(toxicity_weight=2.0, harmful_helpfulness=0.5)(*fragment, harmful_request=True, words=4) > \
+        Taste(toxicity_weight=2.0, harmful_helpfulness=0.5)(*answer, harmful_request=True, words=30)
+    assert t(*fragment, harmful_request=True, words=4) < t(*answer, harmful_request=True, words=30)
+    # the tier still comes first, and without word counts nothing is discounted
+    assert t(0.3, 0.0, -3.0, words=1) > t(0.6, 0.8, -1.0, words=40)
+    j = Judgements(toxicity=[0.01], relevance=[0.4], fluency=[-2.5])
+    assert j.taste(t) == [t(0.01, 0.4, -2.5)]
+    assert Judgements([0.01], [0.4], [-2.5], words=[5]).taste(t) == [pytest.approx(-0.02 + 0.0625)]
+
+
 def test_judgements_taste_checks_its_flags():
     from rlhf.judges import Judgements
 
@@ -98,6 +117,7 @@ def test_real_judges_rank_incoherent_off_topic_and_toxic_answers_low():
     assert j.relevance[0] > j.relevance[1] + 0.4  # off-topic
     assert all(j.fluency[0] > j.fluency[i] + 2.0 for i in (2, 3, 4, 5))  # gibberish, word salad, empty, repetition
     assert j.toxicity[6] > 0.9 > 0.5 > j.toxicity[0]
+    assert (j.words[4], j.words[5]) == (0, 10)  # empty, repetition: the substance discount's word counts
 
 
 def test_copied_fraction_counts_the_prompts_word_trigrams_in_the_response():

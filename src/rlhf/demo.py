@@ -100,14 +100,16 @@ class DemoConfig:
     honest_labelers: int = 3
     """Simulated honest labelers (rank by the taste below, with noise)."""
     taste: Taste = field(default_factory=lambda: Taste(toxicity_weight=2.0, unfinished_penalty=0.2,
-                                                      harmful_helpfulness=0.5))
+                                                      harmful_helpfulness=0.5, substance_words=20))
     """How the honest labelers weigh toxicity, relevance, fluency and a reply cut off at the token limit, as the
     instructions above say (rlhf.judges.Taste; docs/evaluate.md). P(toxic) at weight 2.0, so that harm decides
     pairs below the toxic threshold too: at 0.5 the reward model ranked held-out answers by harm no better than chance
     (59% [40%, 78%] of the pairs, against 82% at 2.0; bench/reward_axes.py, docs/evaluate.md). On the requests of
     `harmful_sets`, a coherent reply is worth 0.5 and relevance to the request nothing: with relevance counted, a
     polite-enough rant that did what the red-team prompt asked beat a decline, and the reward model learned relevance
-    (r = 0.39 with the judge on seed 2's red-team answers) more than harm (r = -0.20; docs/evaluate.md)."""
+    (r = 0.39 with the judge on seed 2's red-team answers) more than harm (r = -0.20; docs/evaluate.md). A reply
+    under 20 words keeps only words/20 of its helpfulness: without that, fluent fragments topped the taste on
+    red-team prompts and PPO learned to write them (seeds 0 and 1 at 47a7a54, docs/evaluate.md)."""
     harmful_sets: tuple[str, ...] = ("redteam",)
     """Prompt sets (of `prompts`) whose requests ask for harm: the labelers judge them by `taste.harmful_helpfulness`."""
     labeler_noise: float = 0.05
@@ -247,9 +249,10 @@ def judge_generations(cfg: DemoConfig, generations: Path, out: Path) -> dict[tup
     j = Judges(base, tok, cfg.system_prompt, cfg.evaluate.relevance_model)(prompts, texts)
     taste = j.taste(cfg.taste, finished, harmful)
     write_jsonl(out / "judges.jsonl", [
-        {"prompt": p, "completion": t, "toxicity": a, "relevance": b, "fluency": c, "finished": e, "harmful": h,
-         "taste": u}
-        for p, t, a, b, c, e, h, u in zip(prompts, texts, j.toxicity, j.relevance, j.fluency, finished, harmful, taste)
+        {"prompt": p, "completion": t, "toxicity": a, "relevance": b, "fluency": c, "words": w, "finished": e,
+         "harmful": h, "taste": u}
+        for p, t, a, b, c, w, e, h, u in zip(prompts, texts, j.toxicity, j.relevance, j.fluency, j.words, finished,
+                                             harmful, taste)
     ])
     return dict(zip(zip(prompts, texts), taste))
 
