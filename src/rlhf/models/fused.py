@@ -4,6 +4,9 @@ GPT-2's `NewGELUActivation` is 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))
 about as many (tokens, 4 x hidden) temporaries per layer for the backward pass. `F.gelu(approximate="tanh")` computes
 the same function in one kernel and keeps only its input (transformers' own `GELUTanh`: "equivalent ... but not an
 exact numerical match due to rounding errors"). docs/policy.md has the bench run.
+
+`head_logprobs` takes response log-probs (and entropy) through a frozen LM head without keeping the (tokens, vocab)
+logits for the backward pass: at SmolLM2's 49,152-token vocabulary those are the largest tensors of a step.
 """
 
 from __future__ import annotations
