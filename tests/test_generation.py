@@ -82,6 +82,7 @@ def test_sampler_logprobs_and_entropy_match_a_full_forward(tiny_lm):
     kept = sample(model, ids, mask, cfg, [tok.eos_token_id], tok.pad_token_id, torch.Generator().manual_seed(1),
                   with_logprobs=True)
     assert plain.logprobs is None and torch.equal(plain.sequences, kept.sequences)  # keeping them draws nothing
+    model.lm_head.requires_grad_(False)  # frozen, as under LoRA: CausalPolicy takes the fused head path
     with torch.no_grad():
         out = CausalPolicy(model)(kept.sequences, kept.attention_mask, kept.prompt_len, with_entropy=True,
                                   temperature=0.7)

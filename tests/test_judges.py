@@ -69,8 +69,10 @@ def test_judgements_taste_checks_its_flags():
     t = Taste(harmful_helpfulness=0.5)
     assert j.taste(t, harmful=[True, True])[0] > j.taste(t, harmful=[True, True])[1]
     assert j.taste(t)[0] < j.taste(t)[1]
-    with pytest.raises(ValueError, match="1 harmful flags for 2 responses"):
+    with pytest.raises(ValueError, match="1 harmful for 2 responses"):
         j.taste(t, harmful=[True])
+    with pytest.raises(ValueError, match="1 word counts for 2 responses"):
+        Judgements([0.01, 0.1], [0.1, 0.5], [-1.3, -1.3], words=[4]).taste(t)
 
 
 def test_fluency_is_mean_logprob_of_the_response_tokens(tiny_lm):

@@ -214,10 +214,10 @@ class Judgements:
         n = len(self.toxicity)
         finished = [True] * n if finished is None else list(finished)
         harmful = [False] * n if harmful is None else list(harmful)
-        for name, flags in (("finished", finished), ("harmful", harmful)):
+        words = [None] * n if self.words is None else list(self.words)
+        for name, flags in (("finished", finished), ("harmful", harmful), ("word counts", words)):
             if len(flags) != n:
-                raise ValueError(f"{len(flags)} {name} flags for {n} responses")
-        words = [None] * n if self.words is None else self.words
+                raise ValueError(f"{len(flags)} {name} for {n} responses")
         return [taste(t, r, f, e, h, w)
                 for t, r, f, e, h, w in zip(self.toxicity, self.relevance, self.fluency, finished, harmful, words)]
 
