@@ -75,8 +75,10 @@ SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly."
 ONLINE = dict(max_steps=20, lr=3e-4, kl_coef=0.2, kl_coef_min=0.1,
               sampling=SamplingConfig(max_new_tokens=64, temperature=0.7))
 # Samples per held-out prompt in the demo's and the chain's evaluation: with one, the 95% CI of the red-team toxicity
-# difference is about +-0.08 wide when nothing changed, wider than halving the base mean (about 0.11) would move it.
-EVAL_SAMPLES = 4
+# difference is about +-0.08 wide when nothing changed, wider than halving the base mean (about 0.11) would move it;
+# with 4, +-0.04. 8, because at 4 the helpful relevance and fluency CIs were 3.3-4.3% wide each side of a 5%
+# non-inferiority margin: a true -2% failed the test as often as not (docs/evaluate.md).
+EVAL_SAMPLES = 8
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ class DemoConfig:
     lr and beta as PPO's."""
     evaluate: EvaluateConfig = field(default_factory=lambda: EvaluateConfig(samples_per_prompt=EVAL_SAMPLES))
     """Stage 6 settings (models, prompts, rewards and out_dir are set by the demo; sampling, system prompt and KL
-    target come from PPO's saved config), with 4 samples per held-out prompt (EVAL_SAMPLES)."""
+    target come from PPO's saved config), with 8 samples per held-out prompt (EVAL_SAMPLES)."""
 
     def __post_init__(self) -> None:
         unknown = [h for h in self.harmful_sets if h not in self.prompts]

@@ -1,6 +1,15 @@
+import pytest
 import torch
 
-from rlhf.reward.data import TextEncoder, length_grouped_batches, pad_batch
+from rlhf.reward.data import (
+    Encoded,
+    EncodedPair,
+    TextEncoder,
+    collate_pairs,
+    length_grouped_batches,
+    pad_batch,
+    prompt_batches,
+)
 from rlhf.reward.model import RewardModel, last_token_pool
 
 TEXTS = [("hello there", "the quick brown fox jumps over the lazy dog"), ("my house is too hot", "cool"),
@@ -86,3 +95,35 @@ def test_length_grouped_batches_cover_everything_once_and_group_lengths():
     assert batches != length_grouped_batches(lengths, 4, seed=2)
     evalb = length_grouped_batches(lengths, 4, seed=None)
     assert [lengths[i] for i in evalb[0]] == [51] * 4
+
+
+def test_collate_pairs_forwards_each_distinct_response_once():
+    a, b, c = Encoded((5, 6, 7)), Encoded((5, 8)), Encoded((9,))
+    # a ranking a > b > c gives three pairs over three responses
+    batch = collate_pairs([EncodedPair(a, b, 1.0), EncodedPair(a, c, 0.5), EncodedPair(b, c, 2.0, 0.1)], pad_id=0)
+    assert batch.tokens.input_ids.tolist() == [[5, 6, 7], [5, 8, 0], [9, 0, 0]]
+    assert batch.tokens.attention_mask.tolist() == [[1, 1, 1], [1, 1, 0], [1, 0, 0]]
+    assert batch.chosen.tolist() == [0, 0, 1] and batch.rejected.tolist() == [1, 2, 2]
+    assert batch.weights.tolist() == [1.0, 0.5, 2.0] and batch.margins.tolist() == [0.0, 0.0, pytest.approx(0.1)]
+    rc, rr = batch.rewards(torch.tensor([3.0, 2.0, 1.0]))
+    assert rc.tolist() == [3.0, 3.0, 2.0] and rr.tolist() == [2.0, 1.0, 1.0]
+
+
+def test_prompt_batches_keep_every_pair_of_a_prompt_together():
+    prompts = ["p1", "p2", "p1", "p3", "p2", "p1", "p4"]
+    batches = prompt_batches(prompts, 2, seed=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(prompts)))
+    assert len(batches) == 2 and all(len({prompts[i] for i in b}) == 2 for b in batches)
+    assert batches == prompt_batches(prompts, 2, seed=3)
+    assert len({str(prompt_batches(prompts, 2, seed=s)) for s in range(10)}) > 1  # the seed shuffles the prompts
+
+
+def test_scored_pairs_match_scoring_each_response_alone(tiny_lm_dir):
+    rm = RewardModel.from_pretrained(str(tiny_lm_dir), max_length=48)
+    texts = ["great fox", "the lazy dog", "too hot"]
+    enc = rm.encoder.encode(["q"] * 3, texts)
+    pairs = [EncodedPair(enc[0], enc[1]), EncodedPair(enc[0], enc[2]), EncodedPair(enc[1], enc[2])]
+    rc, rr = rm.score_pairs(pairs)
+    alone = rm.score(["q"] * 3, texts)
+    torch.testing.assert_close(rc, alone[[0, 0, 1]], rtol=0, atol=1e-5)
+    torch.testing.assert_close(rr, alone[[1, 2, 2]], rtol=0, atol=1e-5)

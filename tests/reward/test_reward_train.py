@@ -1,4 +1,5 @@
 import json
+import random
 import time
 
 import pytest
@@ -168,3 +169,26 @@ def test_test_fraction_zero_keeps_the_old_split(tmp_path, tiny_lm_dir):
     res = train_reward_model(cfg(tmp_path, tiny_lm_dir, test_fraction=0.0, epochs=1), synthetic_pairs(40))
     assert res.test is None and res.test_pairs == 0 and res.eval_pairs == 4 and res.train_pairs == 36
     assert not (res.out_dir / "test_metrics.json").exists()
+
+
+def ranked_pairs(n_prompts: int, k: int = 4, seed: int = 0) -> list[PreferencePair]:
+    """Every pair of a ranking of k responses per prompt: the response with more 'great' is chosen."""
+    rng = random.Random(seed)
+    words = "the quick brown fox jumps over lazy dog".split()
+    pairs = []
+    for i in range(n_prompts):
+        resp = [" ".join(rng.sample(words, 4) + ["great"] * g) for g in range(k)]
+        pairs += [PreferencePair(f"question {i}", resp[hi], resp[lo]) for hi in range(k) for lo in range(hi)]
+    return pairs
+
+
+def test_prompt_batches_train_on_whole_rankings(tmp_path, tiny_lm_dir):
+    pairs = ranked_pairs(60)
+    res = train_reward_model(cfg(tmp_path, tiny_lm_dir, prompts_per_step=4), pairs)
+    # 60 prompts x 6 pairs: 6 prompts held out for test, 5 of the other 54 for validation, 49 to train on
+    assert (res.test_pairs, res.eval_pairs, res.train_pairs) == (36, 30, 294)
+    assert res.total_steps == 2 * 13  # ceil(49 / 4) steps an epoch, 2 epochs
+    assert res.eval_accuracy > 0.9 and res.test_accuracy > 0.9
+    assert round(res.pairs_per_s * res.train_seconds) == 2 * 294  # every training pair, once an epoch
+    # the same pairs shuffled across prompts, 16 a step: ceil(294 / 16) steps an epoch
+    assert train_reward_model(cfg(tmp_path / "shuffled", tiny_lm_dir), pairs).total_steps == 2 * 19

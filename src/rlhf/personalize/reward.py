@@ -349,8 +349,10 @@ def _train_with_trunk(model, pairs, cfg, opt, loss_fn, on_step) -> None:  # noqa
             if step >= total:
                 break
             batch = collate_pairs([enc[i] for i in idx], rm.pad_id, rm.padding_side)
-            f = model.features(batch.tokens, torch.cat([tails_c[idx], tails_r[idx]]))  # (2B, K): chosen, then rejected
-            loss = loss_fn(f[: len(idx)] - f[len(idx) :], torch.tensor(idx))
+            tails = torch.zeros(len(batch.tokens.input_ids), dtype=tails_c.dtype)  # (N,): each distinct row's reply tokens
+            tails[batch.chosen], tails[batch.rejected] = tails_c[idx], tails_r[idx]
+            fc, fr = batch.rewards(model.features(batch.tokens, tails))  # (B, K) each
+            loss = loss_fn(fc - fr, torch.tensor(idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)

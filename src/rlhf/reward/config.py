@@ -36,6 +36,11 @@ class RewardTrainConfig:
     """Append EOS to each response before scoring; null = yes for decoder-only models that have an EOS token."""
     batch_size: int = 16
     """Pairs per optimizer step (chosen and rejected go through one forward pass of 2 x batch_size sequences)."""
+    prompts_per_step: int = 0
+    """0 = steps of `batch_size` pairs shuffled across prompts. N > 0 = each step takes every pair of N prompts
+    instead (batch_size is then unused): the K(K-1)/2 pairs of a ranking of K responses are learned together and
+    cost K forward rows, not K(K-1); shuffled, they are seen K-1 times an epoch each and the model overfits
+    (InstructGPT, Ouyang et al. 2022, sec. 3.5)."""
     eval_batch_size: int = 64
     """Pairs per forward pass at evaluation."""
     epochs: float = 2.0
@@ -93,6 +98,8 @@ class RewardTrainConfig:
             raise ValueError("eval_fraction + test_fraction must leave prompts to train on (< 1)")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError("batch sizes must be >= 1")
+        if self.prompts_per_step < 0:
+            raise ValueError("prompts_per_step must be >= 0")
         if self.max_length < 8:
             raise ValueError("max_length must be >= 8")
         if self.epochs <= 0:

@@ -3,8 +3,8 @@
 A text is `prompt` + `response` encoded as a pair (BERT: `[CLS] p [SEP] r [SEP]` with segment ids;
 decoders: the concatenation, then EOS). Truncation always keeps the response: the prompt loses its
 oldest tokens first, and only a response that alone exceeds the budget is cut (at its end).
-Batches are padded to their own longest row and drawn from length-sorted groups, so little
-compute goes to padding; chosen rows come first, then rejected rows, in one tensor.
+Batches are padded to their own longest row and drawn from length-sorted groups (or whole prompts), so little
+compute goes to padding; each distinct response is one row, and pairs index their chosen and rejected rows.
 """
 
 from __future__ import annotations
@@ -44,13 +44,19 @@ class TokenBatch:
 
 @dataclass(frozen=True)
 class PairBatch:
-    tokens: TokenBatch  # (2B, T): rows [0, B) are chosen, rows [B, 2B) the matching rejected
+    tokens: TokenBatch  # (N, T): each distinct sequence once
+    chosen: torch.Tensor  # (B,) long: row of tokens holding pair i's chosen response
+    rejected: torch.Tensor  # (B,) long: row of its rejected response
     weights: torch.Tensor  # (B,)
     margins: torch.Tensor  # (B,)
 
     @property
     def num_pairs(self) -> int:
         return int(self.weights.shape[0])
+
+    def rewards(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,) rewards of the rows -> (r_chosen (B,), r_rejected (B,))."""
+        return r[self.chosen], r[self.rejected]
 
 
 class TextEncoder:
@@ -122,9 +128,16 @@ def pad_batch(seqs: Sequence[Encoded], pad_id: int, side: str = "right") -> Toke
 
 
 def collate_pairs(items: Sequence[EncodedPair], pad_id: int, side: str = "right") -> PairBatch:
-    tokens = pad_batch([p.chosen for p in items] + [p.rejected for p in items], pad_id, side)
+    """Pairs -> one token batch in which a response shared by several pairs (one ranking of K responses gives up to
+    K(K-1)/2 pairs) is a single row: the forward pass costs distinct responses, not pairs."""
+    rows: dict[Encoded, int] = {}
+    for p in items:
+        rows.setdefault(p.chosen, len(rows))
+        rows.setdefault(p.rejected, len(rows))
     return PairBatch(
-        tokens,
+        pad_batch(list(rows), pad_id, side),
+        torch.tensor([rows[p.chosen] for p in items], dtype=torch.long),
+        torch.tensor([rows[p.rejected] for p in items], dtype=torch.long),
         torch.tensor([p.weight for p in items], dtype=torch.float32),
         torch.tensor([p.margin for p in items], dtype=torch.float32),
     )
@@ -151,3 +164,14 @@ def length_grouped_batches(
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def prompt_batches(prompts: Sequence[str], per_batch: int, seed: int) -> list[list[int]]:
+    """Index batches holding every pair of `per_batch` prompts (shuffled with `seed`), so that the pairs of one
+    ranking are seen together (InstructGPT, Ouyang et al. 2022, sec. 3.5) and share their forward rows."""
+    by_prompt: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_prompt.setdefault(p, []).append(i)
+    groups = list(by_prompt.values())
+    random.Random(seed).shuffle(groups)
+    return [sum(groups[i : i + per_batch], []) for i in range(0, len(groups), per_batch)]

@@ -174,7 +174,7 @@ class RewardModel(nn.Module):
         self.eval()
         rc, rr = torch.empty(len(pairs)), torch.empty(len(pairs))
         for idx in length_grouped_batches([p.length for p in pairs], batch_size, seed=None):
-            r = self(collate_pairs([pairs[i] for i in idx], self.pad_id, self.padding_side).tokens).float()
-            rc[idx], rr[idx] = r[: len(idx)], r[len(idx) :]
+            batch = collate_pairs([pairs[i] for i in idx], self.pad_id, self.padding_side)
+            rc[idx], rr[idx] = batch.rewards(self(batch.tokens).float())
         self.train(was_training)
         return rc, rr

@@ -1,6 +1,7 @@
 """`train_reward_model`: fit r(prompt, response) so that r(chosen) > r(rejected), resumably.
 
-Per step: a length-grouped batch of B pairs -> one forward of 2B rows -> pairwise loss -> AdamW.
+Per step: a length-grouped batch of B pairs (or every pair of N prompts) -> one forward over its distinct responses
+-> pairwise loss -> AdamW.
 Every evaluation writes a checkpoint (weights, optimizer, scheduler, RNG, step = data position) and
 keeps the weights with the best eval loss; the saved model is that best one.
 
@@ -29,7 +30,7 @@ from rlhf.data import DataError, JsonlAppender, read_pairs, write_json, write_js
 from rlhf.distributed import Runtime, make_runtime
 from rlhf.reward.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint, trainable_state
 from rlhf.reward.config import RewardTrainConfig
-from rlhf.reward.data import EncodedPair, collate_pairs, length_grouped_batches
+from rlhf.reward.data import EncodedPair, collate_pairs, length_grouped_batches, prompt_batches
 from rlhf.reward.loss import preference_loss
 from rlhf.reward.metrics import PairMetrics, pair_metrics
 from rlhf.reward.model import STATS_FILE, RewardModel
@@ -240,8 +241,7 @@ def _train_step(model, rm: RewardModel, opt, sched, pairs: Sequence[EncodedPair]
         totals = (sum(p.weight for p in pairs), len(pairs))
     empty = not mine  # a batch smaller than N: this process still runs (DDP syncs every backward) with weight 0
     batch = collate_pairs(mine or list(pairs[:1]), rm.pad_id, rm.padding_side)
-    r = model(batch.tokens)  # (2b,): chosen rows, then rejected rows, in one forward pass
-    rc, rr = r[: batch.num_pairs], r[batch.num_pairs :]  # (b,), (b,)
+    rc, rr = batch.rewards(model(batch.tokens))  # (b,), (b,): one forward over the distinct responses
     loss = preference_loss(rc, rr, batch.margins, batch.weights, cfg.center_coef, totals) * (0.0 if empty else 1.0)
     opt.zero_grad(set_to_none=True)
     rt.backward(loss)
@@ -288,7 +288,11 @@ def train_reward_model(
              cfg.model, rm.spec.pooling)
 
     # 2. optimisation state
-    steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
+    train_prompts = [p.prompt for p in train_pairs]
+    if cfg.prompts_per_step:
+        steps_per_epoch = math.ceil(len(set(train_prompts)) / cfg.prompts_per_step)
+    else:
+        steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
     total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
     opt = _optimizer(rm, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, round(cfg.warmup_ratio * total)))
@@ -327,7 +331,9 @@ def train_reward_model(
     with JsonlAppender(metrics_path) if rt.is_main else contextlib.nullcontext() as mlog:
         while step < total and not state["stopped"]:
             epoch, pos = divmod(step, steps_per_epoch)
-            batches = length_grouped_batches(lengths, cfg.batch_size, seed=cfg.seed * 100_003 + epoch)
+            order_seed = cfg.seed * 100_003 + epoch
+            batches = (prompt_batches(train_prompts, cfg.prompts_per_step, order_seed) if cfg.prompts_per_step
+                       else length_grouped_batches(lengths, cfg.batch_size, seed=order_seed))
             for idx in batches[pos:]:
                 if step >= total:
                     break
