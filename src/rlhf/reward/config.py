@@ -35,7 +35,7 @@ class RewardTrainConfig:
     append_eos: bool | None = None
     """Append EOS to each response before scoring; null = yes for decoder-only models that have an EOS token."""
     batch_size: int = 16
-    """Pairs per optimizer step (chosen and rejected go through one forward pass of 2 x batch_size sequences)."""
+    """Pairs per optimizer step (one forward pass over their distinct responses: at most 2 x batch_size rows)."""
     prompts_per_step: int = 0
     """0 = steps of `batch_size` pairs shuffled across prompts. N > 0 = each step takes every pair of N prompts
     instead (batch_size is then unused): the K(K-1)/2 pairs of a ranking of K responses are learned together and
