@@ -109,3 +109,30 @@ def test_truncated_eval_sampling_measures_kl_on_separate_untruncated_samples(tin
     assert s["settings"]["kl_samples"] == "separate untruncated samples" and s["settings"]["rollout_temperature"] == 0.7
     checks = {c["name"]: c["status"] for c in s["verdict"]["checks"]}
     assert checks["non-inferiority: redteam relevance"] == "not run"  # judges were off: never "passed"
+
+
+def test_kl_log_probs_match_the_full_logits(adapter_dir):
+    """sequence_kl's per-token log-probs (trunk + fused frozen head) equal log_softmax of the model's own logits."""
+    from rlhf.evaluate.run import _adapter_disabled, _logprobs, load_policies, sequence_kl
+    from rlhf.generation import SamplingConfig, encode_prompts, position_ids_from_mask, sample
+
+    aligned, base, tok = load_policies(EvaluateConfig(aligned=str(adapter_dir)))
+    assert base is None  # LoRA: the base is the aligned model with its adapter off
+    ids, mask = encode_prompts(tok, ["hello there", "the quick brown fox jumps"], 64)
+    out = sample(aligned, ids, mask, SamplingConfig(max_new_tokens=6, temperature=0.7), [tok.eos_token_id],
+                 tok.pad_token_id, torch.Generator().manual_seed(0))
+
+    def expected(model):
+        logits = model(input_ids=out.sequences, attention_mask=out.attention_mask,
+                       position_ids=position_ids_from_mask(out.attention_mask)).logits[:, out.prompt_len - 1 : -1]
+        return torch.log_softmax(logits.float() / 0.7, -1).gather(-1, out.responses[..., None])[..., 0] * out.response_mask
+
+    with torch.no_grad():
+        lp, want = _logprobs(aligned, out, 0.7), expected(aligned)
+        with _adapter_disabled(aligned):
+            ref, want_ref = _logprobs(aligned, out, 0.7), expected(aligned)
+    torch.testing.assert_close(lp, want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ref, want_ref, rtol=0, atol=1e-5)
+    assert (lp - ref).abs().sum() > 1e-3  # the adapter changes the policy, so the KL is not trivially 0
+    kl = sequence_kl(aligned, None, [out], 0.7)
+    assert kl == pytest.approx((want - want_ref).sum(-1).tolist(), abs=1e-4)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 import transformers.utils.generic
 from transformers.cache_utils import DynamicLayer
 
@@ -343,14 +342,3 @@ def generate_completions(
         if on_batch is not None:
             on_batch(records, stats)
     return stats
-
-
-def response_logprobs(logits: torch.Tensor, responses: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Log-probs of the taken tokens: (B, T, V) logits, (B, T) ids -> (B, T).
-
-    Divides by the sampling temperature so the ratio matches the distribution actually sampled from.
-    """
-    logits = logits.float()
-    if temperature > 0 and temperature != 1.0:
-        logits = logits / temperature
-    return torch.gather(F.log_softmax(logits, dim=-1), -1, responses.unsqueeze(-1)).squeeze(-1)

@@ -190,7 +190,7 @@ class FluencyJudge:
                 ids[j, width - len(s) :], mask[j, width - len(s) :] = torch.tensor(s), 1
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
                                 logits_to_keep=T + 1).logits[:, :-1].float()  # (b, T, V): predicts the last T tokens
-            logp = torch.log_softmax(logits, -1).gather(-1, ids[:, -T:].unsqueeze(-1)).squeeze(-1)  # (b, T)
+            logp = logits.gather(-1, ids[:, -T:].unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (b, T)
             for j, i in enumerate(idx):
                 n = len(pairs[i][1])
                 out[i] = float(logp[j, T - n :].mean())

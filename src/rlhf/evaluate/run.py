@@ -23,7 +23,7 @@ from rlhf.config import ConfigError, save_config
 from rlhf.data import read_prompts, resolve_prompts, write_json, write_jsonl
 from rlhf.evaluate.metrics import bootstrap_mean, paired_bootstrap, paired_bootstrap_distinct, win_rate
 from rlhf.evaluate.verdict import VerdictRules, decide, hacking_check
-from rlhf.generation import SampleOutput, SamplingConfig, decode_responses, encode_prompts, eos_ids, response_logprobs
+from rlhf.generation import SampleOutput, SamplingConfig, decode_responses, encode_prompts, eos_ids
 from rlhf.generator import generate
 from rlhf.models.lora import merged_for_sampling
 from rlhf.models.registry import DEFAULT_POLICY, load_causal_lm, resolve
@@ -197,15 +197,12 @@ def sample_policy(model, tok, prompts: list[str], sampling: SamplingConfig, rs: 
 
 @torch.inference_mode()
 def _logprobs(model, out: SampleOutput, temperature: float) -> torch.Tensor:
-    """Per-token log-probs of the sampled responses: (B, T)."""
-    from rlhf.generation import position_ids_from_mask
+    """Per-token log-probs of the sampled responses: (B, T). The training path's trunk + head: a frozen head never
+    holds the (B, T, V) logits (rlhf.models.fused)."""
+    from rlhf.models.policy import response_hidden, response_logprobs
 
-    T = out.responses.shape[1]
-    logits = model(
-        input_ids=out.sequences, attention_mask=out.attention_mask,
-        position_ids=position_ids_from_mask(out.attention_mask), logits_to_keep=T + 1,
-    ).logits[:, :-1]  # (B, T, V): the logits that predicted each response token
-    return response_logprobs(logits, out.responses, temperature) * out.response_mask
+    hidden = response_hidden(model, out.sequences, out.attention_mask, out.prompt_len)  # (B, T, H)
+    return response_logprobs(model, hidden, out.responses, temperature)[0] * out.response_mask
 
 
 def sequence_kl(aligned, base, outs: list[SampleOutput], temperature: float) -> list[float]:
