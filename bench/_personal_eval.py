@@ -14,9 +14,8 @@ import torch
 from rlhf.evaluate.metrics import Estimate, bootstrap_mean
 from rlhf.generation import encode_texts, format_messages
 from rlhf.models.lora import load_adapter
+from rlhf.models.policy import response_hidden, response_logprobs
 from rlhf.models.registry import load_causal_lm
-from rlhf.models.value_head import response_hidden, response_logits
-from rlhf.policy.losses import logprobs_from_logits
 
 # ------------------------------------------------------------------------------------ the tastes (gold functions)
 
@@ -94,8 +93,7 @@ def reply_logprobs(lm, tok, messages: Sequence[list[dict]], replies: Sequence[Se
             resp[j, : len(r)] = torch.tensor(r)
             rmask[j, : len(r)] = 1
         seq, attn = torch.cat([ids, resp], 1), torch.cat([mask, rmask], 1)
-        logits = response_logits(lm, response_hidden(lm, seq, attn, ids.shape[1]))  # (B, T, V)
-        lp = logprobs_from_logits(logits, resp, temperature)  # (B, T)
+        lp, _ = response_logprobs(lm, response_hidden(lm, seq, attn, ids.shape[1]), resp, temperature)  # (B, T)
         out += [lp[j, : len(r)].clone() for j, r in enumerate(rs)]
     return out
 

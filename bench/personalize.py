@@ -376,7 +376,8 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=36, help="A/B choices per user per round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=12, help="PPO steps per user per round")
-    ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--max-new-tokens", type=int, default=256,
+                    help="reply cap; at 96 most replies are cut and length tastes hide (bench/personal_reward.py)")
     ap.add_argument("--system", default="You are a helpful assistant. Keep your answers short.",
                     help="the chat server's system prompt (replies of varied length; PPO samples under it too)")
     ap.add_argument("--temperature", type=float, default=0.7)
