@@ -136,3 +136,9 @@ def test_kl_log_probs_match_the_full_logits(adapter_dir):
     assert (lp - ref).abs().sum() > 1e-3  # the adapter changes the policy, so the KL is not trivially 0
     kl = sequence_kl(aligned, None, [out], 0.7)
     assert kl == pytest.approx((want - want_ref).sum(-1).tolist(), abs=1e-4)
+    # the sampler's own log-probs stand in for the aligned forward: same draws, same KL
+    kept = sample(aligned, ids, mask, SamplingConfig(max_new_tokens=6, temperature=0.7), [tok.eos_token_id],
+                  tok.pad_token_id, torch.Generator().manual_seed(0), with_logprobs=True)
+    assert torch.equal(kept.sequences, out.sequences)
+    torch.testing.assert_close(kept.logprobs, want, rtol=0, atol=1e-5)
+    assert sequence_kl(aligned, None, [kept], 0.7) == pytest.approx(kl, abs=1e-4)

@@ -181,12 +181,15 @@ def load_policies(cfg: EvaluateConfig, base_name: str | None = None):
 
 
 def sample_policy(model, tok, prompts: list[str], sampling: SamplingConfig, rs: RunSettings, batch_size: int,
-                  seed: int, on_batch=None) -> PolicySamples:
+                  seed: int, on_batch=None, with_logprobs: bool = False) -> PolicySamples:
+    """`with_logprobs`: keep each drawn token's log-prob from the sampler (unfiltered, at the sampling temperature);
+    the draws are the same either way."""
     outs, texts = [], []
     eos = eos_ids(tok, model)
     for i in range(0, len(prompts), batch_size):
         ids, mask = encode_prompts(tok, prompts[i : i + batch_size], rs.max_prompt_tokens, rs.system_prompt)
-        out = generate(model, ids, mask, sampling, eos, tok.pad_token_id, torch.Generator().manual_seed(seed + i))
+        out = generate(model, ids, mask, sampling, eos, tok.pad_token_id, torch.Generator().manual_seed(seed + i),
+                       with_logprobs)
         outs.append(out)
         texts += decode_responses(tok, out)
         if on_batch:
@@ -208,11 +211,13 @@ def _logprobs(model, out: SampleOutput, temperature: float) -> torch.Tensor:
 def sequence_kl(aligned, base, outs: list[SampleOutput], temperature: float) -> list[float]:
     """Monte-Carlo KL(aligned || base) per sequence: sum over tokens of log p_aligned - log p_base (k1).
 
-    Unbiased only when `outs` were sampled from the aligned policy without truncation at `temperature`.
+    Unbiased only when `outs` were sampled from the aligned policy without truncation at `temperature`. The aligned
+    log-probs come from the sampler when it kept them (the same numbers up to float rounding, as PPO's old log-probs
+    do), which saves a forward pass; the base's always take one.
     """
     kls = []
     for out in outs:
-        lp = _logprobs(aligned, out, temperature)
+        lp = out.logprobs if out.logprobs is not None else _logprobs(aligned, out, temperature)
         if base is None:
             with _adapter_disabled(aligned):
                 ref = _logprobs(aligned, out, temperature)
@@ -273,7 +278,8 @@ def run_evaluate(
         with _adapter_disabled(aligned) if base is None else contextlib.nullcontext():
             b = sample_policy(base_lm, tok, prompts, rs.sampling, rs, cfg.batch_size, cfg.seed, tick(f"sampling base ({split})"))
         with merged_for_sampling(aligned):  # plain matmuls: decode is latency-bound on CPU
-            a = sample_policy(aligned, tok, prompts, rs.sampling, rs, cfg.batch_size, cfg.seed, tick(f"sampling aligned ({split})"))
+            a = sample_policy(aligned, tok, prompts, rs.sampling, rs, cfg.batch_size, cfg.seed, tick(f"sampling aligned ({split})"),
+                              with_logprobs=not separate_kl)
         # 3. score
         if on_progress:
             on_progress(f"scoring ({split})", done[0], total)
@@ -288,7 +294,8 @@ def run_evaluate(
         # 4. KL to base, on untruncated samples of the aligned policy at the rollout temperature
         if separate_kl:
             with merged_for_sampling(aligned):
-                kl_s = sample_policy(aligned, tok, prompts, kl_sampling, rs, cfg.batch_size, cfg.seed + 7919, tick(f"KL samples ({split})"))
+                kl_s = sample_policy(aligned, tok, prompts, kl_sampling, rs, cfg.batch_size, cfg.seed + 7919, tick(f"KL samples ({split})"),
+                                     with_logprobs=True)
             kls = sequence_kl(aligned, base, kl_s.outs, rs.rollout_temperature)
         else:
             kls = sequence_kl(aligned, base, a.outs, rs.rollout_temperature)
