@@ -36,9 +36,8 @@ from rlhf.generation import SamplingConfig, generate_completions
 from rlhf.models.registry import load_causal_lm
 from rlhf.personalize.config import PersonalRewardConfig
 from rlhf.personalize.data import UserFeedback
-from rlhf.personalize.reward import PersonalRewardModel, fit_user_part, train_shared
+from rlhf.personalize.reward import PersonalRewardModel, fit_user_part, pool, train_shared
 from rlhf.reward.data import length_grouped_batches
-from rlhf.reward.model import last_token_pool, mean_pool
 from rlhf.types import PreferencePair
 
 log = logging.getLogger("bench.personal_reward")
@@ -112,7 +111,7 @@ class StateCache:
         from rlhf.reward.model import RewardModel
 
         rm = RewardModel.from_pretrained(trunk, pooling="mean", max_length=max_length)
-        model = PersonalRewardModel(rm, 1)
+        model = PersonalRewardModel(rm, 1).eval()
         self.index = {row: i for i, row in enumerate(dict.fromkeys(rows))}
         keys = list(self.index)
         enc = rm.encoder.encode([p for p, _ in keys], [t for _, t in keys])
@@ -122,18 +121,11 @@ class StateCache:
         with torch.inference_mode():
             for idx in length_grouped_batches([len(e.ids) for e in enc], batch_size, seed=None):
                 batch = rm.batch([enc[i] for i in idx])
-                mask = batch.attention_mask
-                trunk_lm = getattr(rm.model, rm.model.base_model_prefix)
-                kw = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0), "use_cache": False} if rm.spec.decoder else {}
-                hs = trunk_lm(input_ids=batch.input_ids, attention_mask=mask, output_hidden_states=True, **kw).hidden_states
-                pos = torch.arange(mask.shape[1])
-                end = mask.sum(-1, keepdim=True)
-                reply = ((pos >= end - tails[idx].unsqueeze(-1)) & (pos < end)).long()
-                for pooling, fn in (("reply", lambda h: mean_pool(h, reply)), ("mean", lambda h: mean_pool(h, mask)),
-                                    ("last", lambda h: last_token_pool(h, mask))):
+                hs = model.hidden_states(batch)
+                for pooling in ("reply", "mean", "last"):
                     st = self.states.setdefault(pooling, torch.empty(len(hs), len(keys), hs[0].shape[-1]))
                     for layer, h in enumerate(hs):
-                        st[layer, idx] = fn(h).float()
+                        st[layer, idx] = pool(h, batch.attention_mask, tails[idx], pooling).float()
         self.layers = len(hs)
         log.info("trunk states of %d rows in %.0f s", len(keys), time.perf_counter() - t0)
 

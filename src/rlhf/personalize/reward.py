@@ -89,20 +89,17 @@ class PersonalRewardModel(nn.Module):
 
     def pooled(self, batch: TokenBatch, tails: torch.Tensor) -> torch.Tensor:
         """(N, T) right-padded tokens, (N,) reply tokens at the end of each row -> (N, H) pooled trunk states."""
+        states = self.hidden_states(batch)
+        return pool(states[round(self.depth * (len(states) - 1))], batch.attention_mask, tails, self.pooling)
+
+    def hidden_states(self, batch: TokenBatch) -> tuple[torch.Tensor, ...]:
+        """The trunk's (N, T, H) states of every layer (embeddings first)."""
         mask = batch.attention_mask
         kw = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0), "use_cache": False} if self.rm.spec.decoder else {}
         if batch.token_type_ids is not None:
             kw["token_type_ids"] = batch.token_type_ids
         trunk = getattr(self.rm.model, self.rm.model.base_model_prefix)
-        states = trunk(input_ids=batch.input_ids, attention_mask=mask, output_hidden_states=True, **kw).hidden_states
-        hidden = states[round(self.depth * (len(states) - 1))]  # (N, T, H)
-        if self.pooling == "last":
-            return last_token_pool(hidden, mask)
-        if self.pooling == "reply":
-            pos = torch.arange(mask.shape[1], device=mask.device)  # (T,)
-            end = mask.sum(-1, keepdim=True)  # (N, 1)
-            mask = ((pos >= end - tails.unsqueeze(-1)) & (pos < end)).long()  # (N, T): the reply's tokens
-        return mean_pool(hidden, mask)
+        return trunk(input_ids=batch.input_ids, attention_mask=mask, output_hidden_states=True, **kw).hidden_states
 
     def reply_tails(self, texts: Sequence[str]) -> list[int]:
         """Tokens each reply occupies at the end of its row (cut as the encoder cuts it, plus a closing EOS/SEP)."""
@@ -160,6 +157,18 @@ class PersonalRewardModel(nn.Module):
             model.feat_std.copy_(state["feat_std"])
         model.normalization = tuple(meta.get("normalization", (0.0, 1.0)))  # type: ignore[assignment]
         return model.eval()
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, tails: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(N, T, H) states of right-padded rows, (N, T) mask, (N,) reply tokens at the end of each row -> (N, H):
+    the mean over the reply's tokens ('reply'), over all tokens ('mean'), or the last token ('last')."""
+    if pooling == "last":
+        return last_token_pool(hidden, mask)
+    if pooling == "reply":
+        pos = torch.arange(mask.shape[1], device=mask.device)  # (T,)
+        end = mask.sum(-1, keepdim=True)  # (N, 1)
+        mask = ((pos >= end - tails.unsqueeze(-1)) & (pos < end)).long()  # (N, T): the reply's tokens
+    return mean_pool(hidden, mask)
 
 
 def save_user_part(folder: Path, part: UserPart) -> None:
