@@ -52,8 +52,10 @@ def test_sampler_old_logprobs_skip_the_lm_head_and_match_a_forward(tmp_path, tin
     with torch.no_grad():
         policy.value_head.weight.normal_()  # non-zero values, so the values-only path is checked
     trainer = OnlineTrainer(cfg, PPO(cfg), policy, tok, PROMPTS, FunctionReward(count_e))
-    head, calls, seen = policy.lm.get_output_embeddings(), [], []
+    head, calls, seen, trunk_rows = policy.lm.get_output_embeddings(), [], [], []
     hook = head.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))  # the sampler's calls
+    trunk = rlhf.models.policy.unwrap(policy.lm).get_decoder()
+    hook2 = trunk.register_forward_hook(lambda m, i, o: trunk_rows.append(o.last_hidden_state.shape[:2]))
     fused = rlhf.models.policy.head_logprobs  # the frozen head's fused log-prob path (training and reference)
     monkeypatch.setattr(rlhf.models.policy, "head_logprobs", lambda h, *a: calls.append(h.shape) or fused(h, *a))
     forward = trainer.minibatch_forward
@@ -66,11 +68,14 @@ def test_sampler_old_logprobs_skip_the_lm_head_and_match_a_forward(tmp_path, tin
 
     trainer.minibatch_forward = spy
     trainer.step()
-    hook.remove()
+    hook.remove(), hook2.remove()
     # on whole responses the LM head ran for the 3 reference chunks (8 rows, 3 a chunk) and the 4 gradient
     # minibatches, not for the old policy (with old_logprobs=forward: 3 more); the sampler's calls are one row each
     assert sum(len(s) == 3 and s[1] > 1 for s in calls) == 3 + 4 + 1  # + the spy's own forward
     mb, out = seen[0]
+    # ... and the trunk ran on whole sequences for those alone: the old values are the sampler's trunk states
+    # through the value head, not a trunk forward of their own (3 more chunks)
+    assert sum(n == mb.sequences.size(1) for _, n in trunk_rows) == 3 + 4 + 1
     mask = mb.response_mask
     torch.testing.assert_close(mb.old_logprobs, out.logprobs * mask, atol=1e-5, rtol=0)
     torch.testing.assert_close(mb.old_values, out.values * mask, atol=1e-6, rtol=0)
@@ -230,7 +235,8 @@ def test_evaluate_policy_scores_held_out_prompts_and_kl(tiny_tok):
     assert len(res.completions) == len(texts) == len(res.rewards)
     assert res.rewards == [c.count("e") / 4 for c in res.completions]
     assert res.mean_reward == pytest.approx(sum(res.rewards) / len(texts))
-    assert res.kl == 0.0  # adapter still zero: the policy is the reference
+    # adapter still zero: the policy is the reference (its log-probs are the sampler's: float rounding apart)
+    assert res.kl == pytest.approx(0.0, abs=1e-5)
     again = evaluate_policy(policy, tok, texts, FunctionReward(count_e), SamplingConfig(10, 1.0), batch_size=3, max_prompt_tokens=64)
     assert again.completions == res.completions and again.kl != again.kl  # seeded; nan without a reference
 

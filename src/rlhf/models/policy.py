@@ -8,7 +8,9 @@ through `rlhf.models.fused.head_logprobs`, which never holds the (B, T, V) logit
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -34,6 +36,26 @@ def response_hidden(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     # contiguous: on a strided slice, F.linear with the frozen LM head falls back to a bmm that multiplies the
     # (V, H) weight once per sequence, 1.6x slower than one matmul at the 124M shape (docs/policy.md, profile)
     return out.last_hidden_state[:, prompt_len - 1 : -1].contiguous()  # (B, T, H)
+
+
+@contextlib.contextmanager
+def last_hidden_states(lm: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect the trunk's last-position hidden state, (B, H), at every forward call inside the block.
+
+    Under the KV-cache sampler, call t's state is the one that predicted response token t: the rows a
+    `response_hidden` forward would return, without that forward (PPO's values from the rollout).
+    """
+    states: list[torch.Tensor] = []
+
+    def keep(module, args, out):
+        h = out[0] if isinstance(out, tuple) else out.last_hidden_state
+        states.append(h[:, -1])
+
+    handle = unwrap(lm).get_decoder().register_forward_hook(keep)
+    try:
+        yield states
+    finally:
+        handle.remove()
 
 
 def response_logits(lm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:

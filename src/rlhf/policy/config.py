@@ -132,8 +132,8 @@ class OnlineConfig(PolicyConfig):
     old_logprobs: Literal["sampler", "forward"] = "sampler"
     """Where the old policy's log-probs (and entropy) come from: `sampler`, those the KV-cache sampler computes
     while drawing, which saves one policy forward per step (they differ from a forward's by float rounding: the
-    adapter is merged while sampling); or `forward`, a no-grad forward after sampling. The vllm backend always
-    uses `forward`."""
+    adapter is merged while sampling; PPO's values then come from the sampler's trunk states too); or `forward`, a
+    no-grad forward after sampling. The vllm backend always uses `forward`."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

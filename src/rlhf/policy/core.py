@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -11,7 +12,7 @@ import torch
 from rlhf.distributed import Runtime
 from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, eos_ids
 from rlhf.generator import generate, sampling_context
-from rlhf.models.policy import CausalPolicy
+from rlhf.models.policy import CausalPolicy, last_hidden_states
 from rlhf.models.reference import ReferencePolicy
 from rlhf.models.value_head import PolicyWithValueHead
 from rlhf.policy.experience import Rollout
@@ -28,19 +29,24 @@ def generate_rollout(
     system_prompt: str | None = None,
     generator: torch.Generator | None = None,
     with_logprobs: bool = False,
+    with_hidden: bool = False,
 ) -> Rollout:
     """Sample one completion per prompt with the configured generator (default: the KV-cache sampler);
-    `with_logprobs`: keep the sampler's log-probs and entropies when the backend gives them."""
+    `with_logprobs`: keep the sampler's log-probs and entropies when the backend gives them; `with_hidden`: also
+    the trunk states that predicted each token (PPO's values), when the backend runs the model's own trunk."""
     ids, mask = encode_prompts(tokenizer, prompts, max_prompt_tokens, system_prompt)
     device = next(model.parameters()).device
     ids, mask = ids.to(device), mask.to(device)
-    with sampling_context(model.policy, sampling.backend):
+    capture = last_hidden_states(model.lm) if with_hidden else contextlib.nullcontext([])
+    with sampling_context(model.policy, sampling.backend), capture as states:
         out = generate(model.lm, ids, mask, sampling, eos_ids(tokenizer, model.lm), tokenizer.pad_token_id, generator,
                        with_logprobs)
+    T = out.response_mask.size(1)
+    hidden = torch.stack(states[:T], 1) if len(states) >= T else None  # (B, T, H); a backend off the trunk: none
     return Rollout(
         prompts=list(prompts), completions=decode_responses(tokenizer, out), sequences=out.sequences,
         attention_mask=out.attention_mask, response_mask=out.response_mask, finished=out.finished,
-        prompt_len=out.prompt_len, logprobs=out.logprobs, entropy=out.entropy,
+        prompt_len=out.prompt_len, logprobs=out.logprobs, entropy=out.entropy, hidden=hidden,
     )
 
 
@@ -89,8 +95,8 @@ def forward_experience(
 ) -> ForwardStats:
     """Old log-probs (and values, with a value head) from ONE policy forward, plus reference log-probs; `chunk` rows at a time.
 
-    When the rollout carries the sampler's log-probs, the policy forward is skipped (or, with a value head,
-    runs the trunk for the values without the LM head).
+    When the rollout carries the sampler's log-probs, the policy forward is skipped; with a value head, the values
+    come from the sampler's trunk states when the rollout kept them, else from a trunk forward without the LM head.
     """
     parts: list[tuple[torch.Tensor | None, ...]] = []
     P = rollout.prompt_len
@@ -104,7 +110,8 @@ def forward_experience(
             lp, ent, values = out.logprobs, out.entropy, out.values
             del out
         elif isinstance(model, PolicyWithValueHead):
-            values = model.values(seq, attn, P)
+            values = (model.value_head(rollout.hidden[start : start + chunk]).squeeze(-1).float()
+                      if rollout.hidden is not None and model.critic is None else model.values(seq, attn, P))
         ref = reference.logprobs(seq, attn, P, temperature)
         parts.append((lp, ref, values, ent))
     mask = rollout.response_mask
@@ -173,17 +180,20 @@ def evaluate_policy(
     system_prompt: str | None = None,
     reference: ReferencePolicy | None = None,
 ) -> EvalResult:
-    """Sample once per prompt (seeded), score with `reward_fn` (if any); with a reference, also the KL to it."""
+    """Sample once per prompt (seeded), score with `reward_fn` (if any); with a reference, also the KL to it (the
+    policy's log-probs from the sampler when the backend keeps them, as an online step's old log-probs)."""
     gen = torch.Generator().manual_seed(seed)
     rewards, comps, kls, lens = [], [], [], []
     for start in range(0, len(prompts), batch_size):
-        r = generate_rollout(model, tokenizer, prompts[start : start + batch_size], sampling, max_prompt_tokens, system_prompt, gen)
+        r = generate_rollout(model, tokenizer, prompts[start : start + batch_size], sampling, max_prompt_tokens, system_prompt, gen,
+                             with_logprobs=reference is not None)
         if reward_fn is not None:
             rewards += score_rollout(reward_fn, r).tolist()
         comps += r.completions
         lens += r.response_mask.sum(-1).tolist()
         if reference is not None:
-            lp = model(r.sequences, r.attention_mask, r.prompt_len, with_values=False, temperature=sampling.temperature).logprobs
+            lp = r.logprobs if r.logprobs is not None else model(
+                r.sequences, r.attention_mask, r.prompt_len, with_values=False, temperature=sampling.temperature).logprobs
             ref = reference.logprobs(r.sequences, r.attention_mask, r.prompt_len, sampling.temperature)
             kls += ((lp - ref) * r.response_mask).sum(-1).tolist()
     t = torch.tensor(rewards) if rewards else torch.full((1,), float("nan"))

@@ -20,6 +20,7 @@ class Rollout:
     prompt_len: int  # P
     logprobs: torch.Tensor | None = None  # (B, T) the sampler's log pi_old(a_t | s_t) at its temperature, if it kept them
     entropy: torch.Tensor | None = None  # (B, T) the sampler's entropy of pi_old at each position, if it kept them
+    hidden: torch.Tensor | None = None  # (B, T, H) the sampler's trunk states that predicted each token, if it kept them
 
     @property
     def responses(self) -> torch.Tensor:  # (B, T)

@@ -81,6 +81,9 @@ class OnlineTrainer:
         self.episode_seeds = cfg.episode_seeds or rt.world_size > 1
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        # PPO's values from the sampler's trunk states, as its old log-probs: one trunk forward fewer per step
+        self.values_from_sampler = (algo.uses_values and cfg.old_logprobs == "sampler"
+                                    and getattr(model, "critic", None) is None)
         self.step_count = 0
         self.data_pos = 0  # prompts consumed so far; the order is a fresh seeded permutation per pass
 
@@ -118,6 +121,7 @@ class OnlineTrainer:
         rollout = generate_rollout(
             self.model, self.tokenizer, [p.prompt for p in batch], cfg.sampling, cfg.max_prompt_tokens,
             cfg.system_prompt, self.sampling_generators(mine.start * k, len(batch)), cfg.old_logprobs == "sampler",
+            with_hidden=self.values_from_sampler,
         )
         t_gen = time.perf_counter()
 
