@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 
@@ -104,6 +106,60 @@ def test_fused_gelu_computes_the_same_function_and_gradients():
     got.square().mean().backward()
     for (n, a), (_, b) in zip(model.named_parameters(), fused.named_parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def _lora_gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from rlhf.models.fused import fuse_activations
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2)).eval()
+    fuse_activations(model)
+    model = apply_lora(model, LoraSettings(r=4))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_recomputed_activations_give_the_same_gradients_and_free_the_outputs(tiny_tok, monkeypatch, arch):
+    import weakref
+
+    import rlhf.models.policy as mp
+    from rlhf.models.fused import _activation_types
+
+    model = _lora_gpt2() if arch == "gpt2" else _lora_with_nonzero_update(tiny_tok)
+    V = model.get_output_embeddings().weight.size(0)
+    ids = torch.randint(3, V, (3, 12), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0  # left padding
+    acts = [m for m in model.modules() if isinstance(m, _activation_types())]
+    assert len(acts) == 2  # one per block
+
+    def run():
+        outs = []
+        hooks = [m.register_forward_hook(lambda m, i, o: outs.append(weakref.ref(o))) for m in acts]
+        h = mp.response_hidden(model, ids, mask, 5)  # (3, 7, H)
+        loss = h.square().mean()
+        for hook in hooks:
+            hook.remove()
+        alive = sum(o() is not None for o in outs)  # the graph still holds what autograd saved
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return alive, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    alive, grads = run()
+    monkeypatch.setattr(mp, "recompute_activations", lambda trunk: contextlib.nullcontext())
+    alive_kept, want = run()
+    # without recomputing, the LoRA layer after each activation keeps its output (SiLU's also feeds Llama's gate
+    # product, which saves it too); with it, none survives the forward pass
+    assert (alive, alive_kept) == (0, 2)
+    assert grads.keys() == want.keys() and len(want) > 0
+    for n in want:
+        assert torch.equal(grads[n], want[n]), n  # bit for bit: the same kernel recomputes the same values
 
 
 def test_build_policy_fuses_a_model_passed_in():

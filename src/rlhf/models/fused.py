@@ -5,11 +5,18 @@ about as many (tokens, 4 x hidden) temporaries per layer for the backward pass. 
 the same function in one kernel and keeps only its input (transformers' own `GELUTanh`: "equivalent ... but not an
 exact numerical match due to rounding errors"). docs/policy.md has the bench run.
 
+`recompute_activations` lets autograd keep an activation's input instead of its output, recomputing the output in the
+backward pass: a LoRA layer after the activation would otherwise keep that (tokens, 4 x hidden) output for its A gradient.
+
 `head_logprobs` takes response log-probs (and entropy) through a frozen LM head without keeping the (tokens, vocab)
 logits for the backward pass: at SmolLM2's 49,152-token vocabulary those are the largest tensors of a step.
 """
 
 from __future__ import annotations
+
+import contextlib
+import weakref
+from typing import Iterator
 
 import torch
 
@@ -25,6 +32,68 @@ def fuse_activations(model: torch.nn.Module) -> int:
                 setattr(parent, name, GELUTanh())
                 swapped += 1
     return swapped
+
+
+class _Recompute:
+    """A saved activation output, kept as the module and its input."""
+
+    __slots__ = ("module", "input", "shape")
+
+    def __init__(self, module: torch.nn.Module, inp: torch.Tensor, shape: torch.Size):
+        self.module, self.input, self.shape = module, inp, shape
+
+    def __call__(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.module(self.input).view(self.shape)
+
+
+def _activation_types() -> tuple[type, ...]:
+    """Elementwise activation modules: every class transformers' `ACT2FN` builds, and torch's SiLU and GELU."""
+    from transformers.activations import ACT2CLS
+
+    kinds = {c[0] if isinstance(c, tuple) else c for c in ACT2CLS.values()}
+    return tuple(kinds | {torch.nn.SiLU, torch.nn.GELU})
+
+
+@contextlib.contextmanager
+def recompute_activations(model: torch.nn.Module) -> Iterator[None]:
+    """Inside: a tensor that autograd saves and that is the whole output of one of `model`'s activation modules
+    (SiLU, GELU, ...) is saved as the module's input, and the output is recomputed from it when the backward pass needs it.
+
+    Under LoRA, the adapter's A matrix needs its layer's input for its gradient, so a down-projection after the
+    activation keeps that (tokens, 4 x hidden) output alive until backward, though the activation's own backward keeps
+    its input anyway. Recomputing costs one elementwise op per layer and gives the same gradients, bit for bit
+    (the same kernel on the same input); at the GPT-2-124M shape it frees 101 of 418 MB of saved activations a
+    forward (docs/policy.md). Frozen layers (no LoRA) save no input for their weights, so there it changes nothing.
+    """
+    # storage address -> (weak ref to the output, module, input); weak, so an output lives no longer than it would
+    outputs: dict[int, tuple[weakref.ref, torch.nn.Module, torch.Tensor]] = {}
+
+    def keep(module, args, out):
+        if isinstance(out, torch.Tensor) and out.requires_grad and args and isinstance(args[0], torch.Tensor):
+            outputs[out.untyped_storage().data_ptr()] = (weakref.ref(out), module, args[0])
+
+    def pack(t: torch.Tensor):
+        hit = outputs.get(t.untyped_storage().data_ptr())
+        out = hit[0]() if hit is not None else None  # alive, so its storage was not reused
+        # the output itself or a reshaped view of all of it (F.linear flattens (B, T, I) inputs)
+        if (out is not None and t.storage_offset() == out.storage_offset() and t.numel() == out.numel()
+                and t.is_contiguous() and out.is_contiguous()):
+            return _Recompute(hit[1], hit[2], t.shape)
+        return t
+
+    def unpack(saved):
+        return saved() if isinstance(saved, _Recompute) else saved
+
+    kinds = _activation_types()
+    handles = [m.register_forward_hook(keep) for m in model.modules() if isinstance(m, kinds)]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            yield
+    finally:
+        for h in handles:
+            h.remove()
+        outputs.clear()  # strong references only while the forward runs
 
 
 class _HeadLogprobs(torch.autograd.Function):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from rlhf.generation import position_ids_from_mask
-from rlhf.models.fused import head_logprobs
+from rlhf.models.fused import head_logprobs, recompute_activations
 from rlhf.policy.losses import logprobs_and_entropy, logprobs_from_logits
 
 
@@ -29,10 +29,11 @@ def unwrap(model: nn.Module) -> nn.Module:
 def response_hidden(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
     """Trunk hidden states that predict each response token: (B, P+T) ids -> (B, T, H)."""
     trunk = unwrap(lm).get_decoder()
-    out = trunk(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
-    )
+    with recompute_activations(trunk) if torch.is_grad_enabled() else contextlib.nullcontext():
+        out = trunk(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        )
     # contiguous: on a strided slice, F.linear with the frozen LM head falls back to a bmm that multiplies the
     # (V, H) weight once per sequence, 1.6x slower than one matmul at the 124M shape (docs/policy.md, profile)
     return out.last_hidden_state[:, prompt_len - 1 : -1].contiguous()  # (B, T, H)
