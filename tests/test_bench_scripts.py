@@ -1,6 +1,7 @@
 """Every bench script imports against today's library: a refactor that breaks one fails here, not at bench time."""
 
-import importlib
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,17 +10,37 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 # packages only bench/requirements.txt installs (the peers); a script that needs one is skipped without it
 BENCH_ONLY = {"trl", "rouge_score"}
+SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py"))
 
-
-@pytest.mark.parametrize("name", sorted(p.stem for p in BENCH.glob("*.py")))
-def test_bench_script_imports(name, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
+# In one child process: the peers' imports change process state (absl, under rouge_score, takes over logging and
+# stderr), which must not leak into the rest of the suite.
+IMPORT_ALL = """
+import importlib, json, sys, traceback
+out = {}
+for name in sys.argv[1:]:
     try:
         importlib.import_module(name)
+        out[name] = ["ok", ""]
     except ModuleNotFoundError as e:
-        if e.name.split(".")[0] not in BENCH_ONLY:
-            raise
-        pytest.skip(f"needs the bench-only package {e.name}")
-    finally:
-        for mod in [m for m, v in sys.modules.items() if getattr(v, "__file__", None) and Path(v.__file__).parent == BENCH]:
-            sys.modules.pop(mod)
+        out[name] = ["missing", (e.name or "").split(".")[0], traceback.format_exc()]
+    except Exception:
+        out[name] = ["error", traceback.format_exc()]
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def imported() -> dict:
+    proc = subprocess.run([sys.executable, "-c", IMPORT_ALL, *SCRIPTS], cwd=BENCH, capture_output=True, text=True,
+                          timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"the import child failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_bench_script_imports(name, imported):
+    status, *detail = imported[name]
+    if status == "missing" and detail[0] in BENCH_ONLY:
+        pytest.skip(f"needs the bench-only package {detail[0]}")
+    assert status == "ok", detail[-1]
