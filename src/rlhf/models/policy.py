@@ -50,7 +50,7 @@ def last_hidden_states(lm: nn.Module) -> Iterator[list[torch.Tensor]]:
 
     def keep(module, args, out):
         h = out[0] if isinstance(out, tuple) else out.last_hidden_state
-        states.append(h[:, -1])
+        states.append(h[:, -1].clone())  # a copy: a view would keep the prefill's (B, P, H) alive
 
     handle = unwrap(lm).get_decoder().register_forward_hook(keep)
     try:

@@ -42,7 +42,7 @@ def generate_rollout(
         out = generate(model.lm, ids, mask, sampling, eos_ids(tokenizer, model.lm), tokenizer.pad_token_id, generator,
                        with_logprobs)
     T = out.response_mask.size(1)
-    hidden = torch.stack(states[:T], 1) if len(states) >= T else None  # (B, T, H); a backend off the trunk: none
+    hidden = torch.stack(states, 1) if len(states) == T else None  # (B, T, H): one trunk call per token, else none
     return Rollout(
         prompts=list(prompts), completions=decode_responses(tokenizer, out), sequences=out.sequences,
         attention_mask=out.attention_mask, response_mask=out.response_mask, finished=out.finished,
