@@ -154,16 +154,17 @@ class Bench:
         return PersonalRewardConfig(trunk=self.a.trunk, eval_fraction=EVAL_FRACTION, seed=self.a.seed)
 
     def personalize(self, rnd: int) -> dict:
-        ppo = PersonalizeConfig().ppo
+        opt = getattr(PersonalizeConfig(), self.a.optimizer)
+        steps = {} if self.a.steps is None else {"max_steps": self.a.steps}
         cfg = PersonalizeConfig(
             db=str(self.out / "feedback.db"), out_dir=str(self.pdir), model=self.a.model, min_pairs=8,
-            threads=self.a.threads, reward=self.reward_cfg(), system_prompt=self.a.system,
-            ppo=dataclasses.replace(ppo, max_steps=self.a.steps, sampling=dataclasses.replace(
-                ppo.sampling, max_new_tokens=self.a.max_new_tokens, temperature=self.a.temperature)),
+            threads=self.a.threads, reward=self.reward_cfg(), system_prompt=self.a.system, optimizer=self.a.optimizer,
+            **{self.a.optimizer: dataclasses.replace(opt, **steps, sampling=dataclasses.replace(
+                opt.sampling, max_new_tokens=self.a.max_new_tokens, temperature=self.a.temperature))},
         )
 
         def on_event(kind: str, data: dict) -> None:
-            if kind == "ppo_step":
+            if kind == "policy_step":
                 m = data["metrics"]
                 log.info("  %s step %d: reward %.3f KL %.2f len %.1f (%.0f s)", data["user"], m["step"],
                          m["reward/raw_mean"], m["kl/mean"], m["response/length_mean"], m["time/step"])
@@ -313,7 +314,7 @@ def report(b: Bench, res: dict) -> None:
           "unless nothing else ran)")
     print(f"model {a.model}, personal reward trunk {a.trunk} (frozen), standard RM trunk {a.rm_trunk}; {len(TASTES)} users x {a.turns} A/B choices x {a.rounds} rounds; "
           f"replies <= {a.max_new_tokens} tokens at T={a.temperature}, system prompt {a.system!r}; "
-          f"PPO {a.steps} steps/user/round")
+          f"{a.optimizer} {a.steps or 'default'} steps/user/round")
     for name, t in TASTES.items():
         print(f"  {name:9s} {t.statement}; noise: Bradley-Terry, scale {t.scale:g}")
     for rnd in range(1, a.rounds + 1):
@@ -325,10 +326,10 @@ def report(b: Bench, res: dict) -> None:
                 print(f"  {name:9s} {c['choices']} choices ({c['ties']} ties), served by {c['policies']}, "
                       f"gold of the replies it saw {fmt(c['served_gold'])}")
         for u in pers["users"]:
-            p = u["ppo"]
+            p = u["policy"]
             version = f" v{u['version']} from {u['started_from'] or '-'}" if u["version"] else ""
             print(f"  {u['name']:9s} {u['action']}{version}; pairs {u['pairs']}; "
-                  + (f"PPO reward {p['reward_first']:.2f} -> {p['reward_last']:.2f}, KL {p['kl_last']:.2f}, "
+                  + (f"{p['optimizer']} reward {p['reward_first']:.2f} -> {p['reward_last']:.2f}, KL {p['kl_last']:.2f}, "
                      f"len {p['length_last']:.0f}" if p else u["reason"]))
         print("  reward accuracy on held-out choices (95% bootstrap CI):")
         print(f"  {'user':10s} {'train':>5s} {'held':>4s}  {'personal':>16s}  {'pooled, same trunk':>18s}  "
@@ -375,11 +376,12 @@ def main() -> None:
     ap.add_argument("--rm-trunk", default="all-minilm-l6-v2", help="trunk of the standard pooled reward model")
     ap.add_argument("--turns", type=int, default=36, help="A/B choices per user per round")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=12, help="PPO steps per user per round")
+    ap.add_argument("--optimizer", default="rloo", choices=("rloo", "ppo", "grpo"), help="rlhf personalize's RL update")
+    ap.add_argument("--steps", type=int, default=None, help="RL steps per user per round (default: the config's)")
     ap.add_argument("--max-new-tokens", type=int, default=256,
                     help="reply cap; at 96 most replies are cut and length tastes hide (bench/personal_reward.py)")
     ap.add_argument("--system", default="You are a helpful assistant. Keep your answers short.",
-                    help="the chat server's system prompt (replies of varied length; PPO samples under it too)")
+                    help="the chat server's system prompt (replies of varied length; the RL update samples under it too)")
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--eval-prompts", type=int, default=40)
     ap.add_argument("--latency-n", type=int, default=12)

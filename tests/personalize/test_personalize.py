@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from pathlib import Path
 
 import pytest
 from personal_helpers import WORDS, make_adapter
@@ -39,8 +38,10 @@ def cfg(db, tmp_path, tiny_lm_dir, tiny_bert_dir) -> PersonalizeConfig:
         f"db={db.url.removeprefix('sqlite:///')}", f"out_dir={tmp_path / 'personal'}", f"model={tiny_lm_dir}",
         "min_pairs=4", f"reward.trunk={tiny_bert_dir}", "reward.rank=2", "reward.epochs=3", "reward.batch_size=8",
         "reward.max_length=32", "reward.lr=1e-3", "reward.head_lr=2e-2", "reward.eval_fraction=0.25",
-        "ppo.batch_size=4", "ppo.mini_batch_size=2", "ppo.max_steps=2", "ppo.sampling.max_new_tokens=8",
-        "ppo.max_prompt_tokens=48", "ppo.lora.r=4", "ppo.checkpoint_every=0",
+        *(f"{o}.{k}" for o in ("rloo", "ppo") for k in (
+            "batch_size=4", "max_steps=2", "sampling.max_new_tokens=8", "max_prompt_tokens=48", "lora.r=4",
+            "checkpoint_every=0")),
+        "ppo.mini_batch_size=2", "rloo.k=2", "rloo.mini_batch_size=4", "rloo.grad_accum_steps=2",
     ])
 
 
@@ -67,8 +68,9 @@ def test_incremental_personalisation(cfg, db, tokens):
         meta = json.loads((version / "personal.json").read_text())
         assert meta["last_judgement_id"] == live(db)[lid][1] and meta["shared"] == "none"
         assert pdir.reward_part(lid)[0].is_file()
-    ppo_cfg = (pdir.version_dir(1, 1) / "ppo.yaml").read_text()
-    assert f"rm-user:{pdir.reward}:u1" in ppo_cfg
+    run_cfg = (pdir.version_dir(1, 1) / "rloo.yaml").read_text()  # RLOO, the default optimizer
+    assert f"rm-user:{pdir.reward}:u1" in run_cfg
+    assert first.by_name("ann").policy["optimizer"] == "rloo" and first.by_name("ann").policy["steps"] == 2
 
     # nothing new: nobody is retrained, the shared reward is kept
     again = run_personalize(cfg)
@@ -94,15 +96,19 @@ def test_incremental_personalisation(cfg, db, tokens):
         chat.close()
 
 
-def test_users_start_from_the_shared_adapter_and_stay_kl_bounded_to_it(cfg, db, tokens, tiny_lm_dir, tmp_path):
+@pytest.mark.parametrize("optimizer", ["rloo", "ppo"])
+def test_users_start_from_the_shared_adapter_and_stay_kl_bounded_to_it(cfg, db, tokens, tiny_lm_dir, tmp_path, optimizer):
     chat_feedback(db, "ann", "great", 10, seed=1)
     shared = make_adapter(tiny_lm_dir, tmp_path / "shared", "x", 1, seed=5)
-    cfg = dataclasses.replace(cfg, shared_adapter=str(tmp_path / "shared" / shared.path), users=("ann",))
+    cfg = dataclasses.replace(cfg, shared_adapter=str(tmp_path / "shared" / shared.path), users=("ann",),
+                              optimizer=optimizer)
     res = run_personalize(cfg)
     assert [(u.name, u.action, u.started_from) for u in res.users] == [("ann", "trained", "shared")]
     version = PersonalDir.at(cfg.out_dir).version_dir(1, 1)
     steps = [json.loads(line) for line in (version / "metrics.jsonl").read_text().splitlines()]
     assert steps[0]["kl/mean"] == pytest.approx(0.0, abs=1e-6)  # the reference is the shared policy itself
+    assert (version / f"{optimizer}.yaml").is_file()
+    assert (version / "value_head.safetensors").is_file() == (optimizer == "ppo")  # RLOO learns no critic
     meta = json.loads((version / "personal.json").read_text())
     assert meta["shared"] != "none" and meta["shared"] == live_shared(db)
     # a different shared adapter makes ann due again, starting over from it
@@ -153,3 +159,12 @@ def test_cli_runs_once_and_a_second_run_at_the_same_time_exits(cfg, db, tokens, 
     with PersonalDir.at(cfg.out_dir).lock():
         busy = CliRunner().invoke(app, args)
     assert busy.exit_code == 3 and "another" in busy.output
+
+
+def test_the_optimizer_is_one_of_the_online_ones_and_cli_steps_reach_it():
+    assert PersonalizeConfig().policy == PersonalizeConfig().rloo  # RLOO by default: no value head to learn per user
+    assert PersonalizeConfig(optimizer="ppo").policy.max_steps == PersonalizeConfig().ppo.max_steps
+    with pytest.raises(ValueError, match="optimizer must be rloo, ppo or grpo"):
+        PersonalizeConfig(optimizer="dpo")
+    cfg = load_config(PersonalizeConfig, None, ["optimizer=grpo", "grpo.max_steps=3"])
+    assert cfg.policy.max_steps == 3 and cfg.policy.k == 4

@@ -35,7 +35,7 @@ def personalize(
     model: Annotated[Optional[str], typer.Option(help="Base policy (the one the chat server holds).")] = None,
     shared_adapter: Annotated[Optional[str], typer.Option(help="Shared aligned adapter (`rlhf ppo` folder) to start from and stay KL-bounded to.")] = None,
     user: Annotated[Optional[list[str]], typer.Option("--user", "-u", help="Only this user (repeatable).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="PPO steps per user update.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="RL steps per user update (of the configured optimizer).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Retrain everyone, new feedback or not.")] = False,
     watch: Annotated[Optional[float], typer.Option(help="Run again every this many seconds until interrupted.")] = None,
 ) -> None:
@@ -44,7 +44,7 @@ def personalize(
     from rlhf.personalize.layout import Busy
     from rlhf.personalize.train import run_personalize
 
-    flags = {"ppo.max_steps": steps} if steps is not None else {}
+    flags = {f"{o}.max_steps": steps for o in ("rloo", "ppo", "grpo")} if steps is not None else {}
     cfg = build_config(PersonalizeConfig, config, set_, db=db, out_dir=out_dir, model=model,
                        shared_adapter=shared_adapter, users=user or None, force=force or None, **flags)
     while True:
@@ -71,8 +71,8 @@ def _run_once(cfg, run_personalize) -> None:  # noqa: ANN001
             if kind == "reward_step":
                 update(data["step"], data["total"], info=f"shared reward  loss {data['loss']:.3f}")
             elif kind == "user_start":
-                update(0, data["steps"], info=f"{data['user']}: PPO from {data['started_from']}")
-            elif kind == "ppo_step":
+                update(0, data["steps"], info=f"{data['user']}: {data['optimizer']} from {data['started_from']}")
+            elif kind == "policy_step":
                 m = data["metrics"]
                 update(m["step"], info=f"{data['user']}: reward {m['reward/raw_mean']:.3f}  KL {m['kl/mean']:.2f}")
 
@@ -80,7 +80,7 @@ def _run_once(cfg, run_personalize) -> None:  # noqa: ANN001
     console.print(f"shared reward v{res.reward_version}: {'retrained' if res.shared_retrained else 'kept'} ({res.shared_reason})")
     table = Table("user", "pairs", "held-out acc (own / shared)", "adapter", "reward first -> last", "KL")
     for u in res.users:
-        h, p = u.heldout, u.ppo
+        h, p = u.heldout, u.policy
         acc = f"{_pct(h.get('accuracy'))} / {_pct(h.get('shared_accuracy'))} of {h['pairs']}" if h else ""
         rw = f"{p['reward_first']:.3f} -> {p['reward_last']:.3f}" if p.get("reward_last") is not None else ""
         table.add_row(u.name, str(u.pairs), acc, f"{u.action}" + (f" v{u.version}" if u.version else "") +

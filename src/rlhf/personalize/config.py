@@ -9,7 +9,8 @@ from rlhf.feedback.config import DEFAULT_DB
 from rlhf.generation import SamplingConfig
 from rlhf.models.lora import LoraSettings
 from rlhf.models.registry import DEFAULT_POLICY
-from rlhf.policy import PPOConfig
+from rlhf.policy import GRPOConfig, PPOConfig, RLOOConfig
+from rlhf.policy.config import OnlineConfig
 
 DEFAULT_PERSONAL_DIR = "runs/personal"
 
@@ -101,12 +102,27 @@ class PersonalRewardConfig:
             raise ValueError("user_prior and refresh must be >= 0, epochs > 0, head_steps >= 1")
 
 
+# Per-user updates: few steps from feedback-sized rewards, KL to the shared policy (which is the reference).
+_USER = dict(sampling=SamplingConfig(max_new_tokens=96, temperature=0.7), mini_batch_size=4, target_kl=4.0,
+             kl_horizon=32, checkpoint_every=4, tensorboard=False, lora=LoraSettings(r=16, alpha=32.0), split=None)
+
+
 def _user_ppo() -> PPOConfig:
-    return PPOConfig(
-        sampling=SamplingConfig(max_new_tokens=96, temperature=0.7), batch_size=8, mini_batch_size=4, max_steps=12,
-        target_kl=4.0, kl_horizon=32, checkpoint_every=4, tensorboard=False, lora=LoraSettings(r=16, alpha=32.0),
-        split=None,
-    )
+    return PPOConfig(batch_size=8, max_steps=12, **_USER)
+
+
+# One on-policy optimizer step per batch (4 micro-batches accumulated): the whole-reply ratio of 256-token replies
+# leaves the clip range after one step, and 4 minibatch steps on one batch sent the concise user's replies from 80
+# to 244 tokens in a step (docs/personalize.md).
+_GROUP = dict(batch_size=16, k=4, update_epochs=1, max_steps=8, grad_accum_steps=4, **_USER | {"mini_batch_size": 16})
+
+
+def _user_rloo() -> RLOOConfig:
+    return RLOOConfig(**_GROUP)
+
+
+def _user_grpo() -> GRPOConfig:
+    return GRPOConfig(**_GROUP)
 
 
 @dataclass(frozen=True)
@@ -131,11 +147,26 @@ class PersonalizeConfig:
     """Adapter versions kept per user on disk (the published one included)."""
     reward: PersonalRewardConfig = field(default_factory=PersonalRewardConfig)
     """The per-user reward model."""
+    optimizer: Literal["rloo", "ppo", "grpo"] = "rloo"
+    """The RL update of a user's adapter. RLOO's group baseline needs no value head; PPO's is learned from zero on
+    every update, from a few steps (bench/personal_policy.py compares them)."""
+    rloo: RLOOConfig = field(default_factory=_user_rloo)
+    """Settings with optimizer=rloo (model, prompts, reward and out_dir are set per user; KL is to the shared
+    policy). 16 episodes a step: 4 prompts x k = 4."""
     ppo: PPOConfig = field(default_factory=_user_ppo)
-    """PPO per user (model, prompts, reward and out_dir are set per user; KL is to the shared policy)."""
+    """Settings with optimizer=ppo (as rloo's)."""
+    grpo: GRPOConfig = field(default_factory=_user_grpo)
+    """Settings with optimizer=grpo (as rloo's)."""
     threads: Optional[int] = None
     """torch CPU threads (null = torch's default)."""
 
     def __post_init__(self) -> None:
         if self.min_pairs < 1 or self.keep_versions < 1:
             raise ValueError("min_pairs and keep_versions must be >= 1")
+        if self.optimizer not in ("rloo", "ppo", "grpo"):
+            raise ValueError(f"optimizer must be rloo, ppo or grpo, not {self.optimizer!r}")
+
+    @property
+    def policy(self) -> OnlineConfig:
+        """The selected optimiser's settings."""
+        return getattr(self, self.optimizer)

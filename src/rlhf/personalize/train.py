@@ -2,8 +2,8 @@
 
 1 read everyone's chat feedback -> 2 (re)train the shared reward part when the pooled feedback changed enough,
 else keep it -> 3 fit the reward part of every user with new feedback (all users after a shared retrain) ->
-4 for each user with new feedback and enough pairs: PPO against their reward, starting from their last adapter
-(or fresh on the shared policy), KL-bounded to the shared policy -> 5 publish the adapter in the store.
+4 for each user with new feedback and enough pairs: RL (RLOO by default) against their reward, starting from their
+last adapter (or fresh on the shared policy), KL-bounded to the shared policy -> 5 publish the adapter in the store.
 One run at a time per personal folder; users without new feedback are skipped (incremental).
 """
 
@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from rlhf.config import save_config, to_dict
 from rlhf.cpu import setup_cpu
@@ -32,11 +32,16 @@ from rlhf.personalize.reward import (
     SPEC, PersonalReward, PersonalRewardModel, UserPart, fit_user_part, load_user_part, save_user_part, train_shared,
 )
 
+if TYPE_CHECKING:
+    from rlhf.policy.train import PolicyResult
+    from rlhf.reward.functions import RewardFunction
+    from rlhf.types import Prompt
+
 log = logging.getLogger(__name__)
 
 Event = Callable[[str, dict[str, Any]], None]
-"""on_event(kind, data): 'reward_step' {step, total, loss}, 'user_start' {user, steps}, 'ppo_step' {user, metrics},
-'user_done' {user, result}."""
+"""on_event(kind, data): 'reward_step' {step, total, loss}, 'user_start' {user, steps, started_from, optimizer},
+'policy_step' {user, metrics}, 'user_done' {user, result}."""
 
 FINISHED = "personal.json"
 
@@ -54,8 +59,8 @@ class UserResult:
     started_from: str = ""
     """'v<N>' (their previous adapter), or 'shared' / 'base' for a first adapter."""
     heldout: dict = field(default_factory=dict)
-    ppo: dict = field(default_factory=dict)
-    """First and last PPO step's reward and KL."""
+    policy: dict = field(default_factory=dict)
+    """The optimiser, its steps and stop reason, and the first and last step's reward and KL."""
 
 
 @dataclass
@@ -191,18 +196,27 @@ def _fit_parts(
 # ------------------------------------------------------------------------------------ a user's adapter
 
 
-def _ppo(cfg, reward_fn, model, tokenizer, prompts, on_step):  # noqa: ANN001, ANN202
-    """The one place personalisation calls the RL trainer (a critic-free RLOO/GRPO update may suit it better later)."""
-    from rlhf.policy import train_ppo
+def train_user_adapter(
+    cfg: PersonalizeConfig, reward_fn: RewardFunction, model: Any, tokenizer: Any, prompts: Sequence[Prompt],
+    out: Path, reward_spec: str, on_step: Callable[[dict], None] | None = None,
+) -> PolicyResult:
+    """One user's adapter: `cfg.optimizer` against `reward_fn` on `prompts`, into `out` (a fresh policy run).
 
-    return train_ppo(cfg, reward_fn, model=model, tokenizer=tokenizer, prompts=prompts, on_step=on_step)
+    `model` is the reference (the shared policy merged into the base) with the user's adapter on it when they
+    have one; otherwise the trainer adds a fresh LoRA. `reward_spec` is recorded in the run's config."""
+    from rlhf.policy import train_policy
+
+    opt = cfg.policy
+    run_cfg = dataclasses.replace(opt, model=cfg.model, out_dir=str(out), reward=reward_spec, resume=False,
+                                  threads=opt.threads or cfg.threads, system_prompt=cfg.system_prompt)
+    return train_policy(run_cfg, reward_fn, model=model, tokenizer=tokenizer, prompts=prompts, on_step=on_step)
 
 
 def _train_user(
     cfg: PersonalizeConfig, db: Database, pdir: PersonalDir, u: UserFeedback, live: tuple | None,
     shared_dir: Path | None, shared_fp: str, res: UserResult, emit: Event,
 ) -> None:
-    """PPO for one user into a new version folder, then publish it (unless the user was deleted meanwhile)."""
+    """Train one user's adapter into a new version folder, then publish it (unless the user was deleted meanwhile)."""
     version = max([*pdir.versions(u.labeler_id), live[0] if live else 0]) + 1
     out = pdir.version_dir(u.labeler_id, version)
     shutil.rmtree(out, ignore_errors=True)
@@ -214,21 +228,20 @@ def _train_user(
         model = load_adapter(model, pdir.root / live[3], trainable=True)
         res.started_from = f"v{live[0]}"
     reward_fn = PersonalReward(pdir.reward, user_key(u.labeler_id))
-    ppo_cfg = dataclasses.replace(
-        cfg.ppo, model=cfg.model, out_dir=str(out), reward=f"rm-user:{pdir.reward}:{user_key(u.labeler_id)}",
-        resume=False, threads=cfg.ppo.threads or cfg.threads, system_prompt=cfg.system_prompt,
-    )
-    emit("user_start", {"user": u.name, "steps": ppo_cfg.max_steps, "started_from": res.started_from})
-    ppo = _ppo(ppo_cfg, reward_fn, model, tok, u.prompts, lambda m: emit("ppo_step", {"user": u.name, "metrics": m}))
-    first, last = (ppo.history[0], ppo.history[-1]) if ppo.history else ({}, {})
-    res.ppo = {"steps": ppo.steps, "stop_reason": ppo.stop_reason,
-               "reward_first": first.get("reward/raw_mean"), "reward_last": last.get("reward/raw_mean"),
-               "kl_last": last.get("kl/mean"), "length_last": last.get("response/length_mean")}
+    emit("user_start", {"user": u.name, "steps": cfg.policy.max_steps, "started_from": res.started_from,
+                        "optimizer": cfg.optimizer})
+    run = train_user_adapter(cfg, reward_fn, model, tok, u.prompts, out,
+                             f"rm-user:{pdir.reward}:{user_key(u.labeler_id)}",
+                             lambda m: emit("policy_step", {"user": u.name, "metrics": m}))
+    first, last = (run.history[0], run.history[-1]) if run.history else ({}, {})
+    res.policy = {"optimizer": run.algorithm, "steps": run.steps, "stop_reason": run.stop_reason,
+                  "reward_first": first.get("reward/raw_mean"), "reward_last": last.get("reward/raw_mean"),
+                  "kl_last": last.get("kl/mean"), "length_last": last.get("response/length_mean")}
     write_json(out / FINISHED, {
         "labeler_id": u.labeler_id, "name": u.name, "version": version, "started_from": res.started_from,
         "shared_adapter": str(shared_dir) if shared_dir else None, "shared": shared_fp, "base": cfg.model,
         "last_judgement_id": u.last_judgement_id, "pairs": len(u.pairs), "thumbs": len(u.thumbs),
-        "prompts": len(u.prompts), "ppo": res.ppo,
+        "prompts": len(u.prompts), "policy": res.policy,
     })
     rel = str((out / "adapter").relative_to(pdir.root))
     try:
