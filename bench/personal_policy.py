@@ -23,6 +23,7 @@ import json
 import logging
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,17 @@ def evaluate(args: argparse.Namespace, out: Path, adapters: dict[str, str]) -> d
     return res
 
 
+def repetition(texts: list[str]) -> tuple[float, float]:
+    """(mean distinct-2, share of replies repeating one word 4-gram 3+ times): degenerate text that a gold can like."""
+    d2, rep = [], []
+    for t in texts:
+        w = t.split()
+        bigrams = list(zip(w, w[1:]))
+        d2.append(len(set(bigrams)) / max(1, len(bigrams)))
+        rep.append(max(Counter(zip(w, w[1:], w[2:], w[3:])).values(), default=0) >= 3)
+    return float(np.mean(d2)), float(np.mean(rep))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench_personal_policy")
@@ -159,26 +171,35 @@ def main() -> None:
         for name, user in users.items():
             if user["prompts"]:  # rlhf personalize's min_pairs; a smoke run's tiny draws can leave a user none
                 trained[f"{optimizer}/{name}"] = train(args, out, optimizer, name, user)
-    ev = evaluate(args, out, {label: t["adapter"] for label, t in trained.items()})
-    write_json(out / "summary.json", {"args": vars(args), "users": {n: u["pairs"] for n, u in users.items()},
-                                      "trained": trained, "eval": ev, "minutes": (time.perf_counter() - t0) / 60})
+    done = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None
+    if done is not None and set(done["trained"]) == set(trained) and done["args"]["samples"] == args.samples:
+        ev, minutes = done["eval"], done["minutes"]  # evaluated before: only the report is printed again
+    else:
+        ev = evaluate(args, out, {label: t["adapter"] for label, t in trained.items()})
+        minutes = (time.perf_counter() - t0) / 60
+        write_json(out / "summary.json", {"args": vars(args), "users": {n: u["pairs"] for n, u in users.items()},
+                                          "trained": trained, "eval": ev, "minutes": minutes})
+    rows = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    rep = {label: repetition([t for r in rows for t in r[label]]) for label in ["base", *trained]}
 
     print(f"machine: {machine(f'torch {torch.__version__}', f'{args.threads} threads')}")
     print(f"{len(users)} users x {args.choices} A/B choices on the base's replies (<= {args.max_new_tokens} tokens, "
           f"T={args.temperature}), 25% held out; train pairs: "
           + ", ".join(f"{n} {u['pairs']}" for n, u in users.items()))
     print(f"held-out: {ev['prompts']} helpful eval prompts x {ev['samples']} replies; base fluency "
-          f"{fmt(ev['base']['fluency'])}, {ev['base']['finished']:.0%} end before the cap")
+          f"{fmt(ev['base']['fluency'])}, {ev['base']['finished']:.0%} end before the cap, distinct-2 "
+          f"{rep['base'][0]:.2f}, {rep['base'][1]:.0%} repeat a 4-gram 3+ times")
     print(f"{'adapter':16s} {'steps':>5s} {'min':>5s} {'reward first->last':>19s} {'own gold: adapter':>18s} "
-          f"{'base':>8s} {'paired diff':>22s} {'win rate':>15s} {'KL to base':>18s} {'fluency':>20s} {'ends':>5s}")
+          f"{'base':>8s} {'paired diff':>22s} {'win rate':>15s} {'KL to base':>18s} {'fluency':>20s} {'ends':>5s} "
+          f"{'dist-2':>6s} {'repeats':>7s}")
     for label, e in ev["adapters"].items():
         t, g = trained[label], TASTES[label.split("/")[1]]
         print(f"{label:16s} {t['steps']:5d} {t['minutes']:5.1f} {t['reward_first']:8.3f} -> {t['reward_last']:6.3f} "
               f"{e['gold']['mean']:18.1f} {ev['base_gold'][g.name]['mean']:8.1f} {fmt(e['gold_diff'], digits=1):>22s} "
               f"{fmt(e['win_rate'], pct=True):>15s} {fmt(e['kl_to_shared'], digits=1):>18s} {fmt(e['fluency']):>20s} "
-              f"{e['finished']:5.0%}")
+              f"{e['finished']:5.0%} {rep[label][0]:6.2f} {rep[label][1]:7.0%}")
     print("gold: " + "; ".join(f"{n} {t.statement}" for n, t in TASTES.items()))
-    print(f"total {(time.perf_counter() - t0) / 60:.1f} min")
+    print(f"total {minutes:.1f} min (this run's stages; stages done before are not counted)")
 
 
 if __name__ == "__main__":
