@@ -149,7 +149,7 @@ class PersonalizeConfig:
     """The per-user reward model."""
     optimizer: Literal["rloo", "ppo", "grpo"] = "rloo"
     """The RL update of a user's adapter. RLOO's group baseline needs no value head; PPO's is learned from zero on
-    every update, from a few steps (bench/personal_policy.py compares them)."""
+    every update, from a few steps (bench/personal_policy.py measures one; `--optimizers rloo,ppo` compares them)."""
     rloo: RLOOConfig = field(default_factory=_user_rloo)
     """Settings with optimizer=rloo (model, prompts, reward and out_dir are set per user; KL is to the shared
     policy). 16 episodes a step: 4 prompts x k = 4."""
