@@ -11,7 +11,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from rlhf.evaluate.metrics import Estimate, bootstrap_mean
+from rlhf.evaluate.metrics import Estimate, bootstrap_mean, paired_bootstrap
+from rlhf.evaluate.verdict import VerdictRules
 from rlhf.generation import encode_texts, format_messages
 from rlhf.models.lora import load_adapter
 from rlhf.models.policy import response_hidden, response_logprobs
@@ -74,6 +75,29 @@ def fmt(e: dict, pct: bool = False, digits: int = 2) -> str:
     return f"{k * e['mean']:.{0 if pct else digits}f}{unit} [{k * e['low']:.{0 if pct else digits}f}, {k * e['high']:.{0 if pct else digits}f}]"
 
 
+def fluency_vs(policy: Sequence[float], base: Sequence[float], per_prompt: int) -> dict:
+    """Paired fluency change against the base, on each prompt's mean over its replies (the demo's helpfulness test:
+    the relative CI's worst end must stay above -5%, rlhf.evaluate.verdict)."""
+    def means(v: Sequence[float]) -> list[float]:
+        return [float(np.mean(v[i : i + per_prompt])) for i in range(0, len(v), per_prompt)]
+
+    a, b = means(policy), means(base)
+    d = paired_bootstrap(a, b)
+    return {k: {"mean": e.value, "low": e.low, "high": e.high, "n": len(a)} for k, e in (("diff", d.diff),
+                                                                                        ("relative", d.relative))}
+
+
+def within_bounds(kl: dict, fluency: dict | None, target_kl: float) -> str:
+    """The demo's bounds (rlhf.evaluate.verdict defaults): KL <= 1.5 x target; fluency non-inferior at 5%."""
+    rules = VerdictRules()
+    bad = [f"KL > {rules.kl_factor:g}x{target_kl:g}"] if kl["mean"] > rules.kl_factor * target_kl else []
+    if fluency is None:
+        return "; ".join(bad + ["fluency test not run"])
+    if not fluency["relative"]["low"] > -rules.margin:
+        bad.append(f"fluency CI below -{rules.margin:.0%}")
+    return "; ".join(bad) or "within"
+
+
 # ------------------------------------------------------------------------------------ log-probs of replies
 
 
@@ -108,7 +132,8 @@ def fluency_and_kl(model_name: str, shared_dir: Path | None, adapters: dict[str,
     out: dict[str, dict] = {}
     for name, reps in replies.items():
         lp = reply_logprobs(base, tok, messages, reps, 1.0)
-        out[name] = {"fluency": est([float(x.mean()) for x in lp]), "tokens": est([len(x) for x in lp])}
+        values = [float(x.mean()) for x in lp]
+        out[name] = {"fluency": est(values), "fluency_values": values, "tokens": est([len(x) for x in lp])}
     del base
     gc.collect()
     for name, path in adapters.items():

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _machine import machine
-from _personal_eval import TASTES, est, fluency_and_kl, fmt
+from _personal_eval import TASTES, est, fluency_and_kl, fluency_vs, fmt, within_bounds
 from personal_reward import draw, replies
 
 from rlhf.data import read_prompts, resolve_prompts, write_json
@@ -83,7 +83,7 @@ def train(args: argparse.Namespace, out: Path, optimizer: str, name: str, user: 
     done = {"steps": res.steps, "stop_reason": res.stop_reason, "minutes": (time.perf_counter() - t0) / 60,
             "reward_first": h[0]["reward/raw_mean"], "reward_last": h[-1]["reward/raw_mean"],
             "kl_last": h[-1]["kl/mean"], "length_last": h[-1]["response/length_mean"],
-            "adapter": str(res.policy_dir.relative_to(out))}
+            "adapter": str(res.policy_dir.relative_to(out)), "target_kl": opt.target_kl}
     write_json(run / "done.json", done)
     return done
 
@@ -119,6 +119,7 @@ def evaluate(args: argparse.Namespace, out: Path, adapters: dict[str, str]) -> d
         res["adapters"][label] = lm[label] | {
             "gold": est([g(x) for x in texts[label]]), "gold_diff": est(diff),
             "win_rate": est([1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in diff]),
+            "fluency_vs_base": fluency_vs(lm[label]["fluency_values"], lm["base"]["fluency_values"], args.samples),
             "finished": float(np.mean([f for r in got[label] for f in r.finished])),
             "gold_other_tastes": {t: est([TASTES[t].gold(x) for x in texts[label]])["mean"] for t in TASTES}}
     res["base"]["finished"] = float(np.mean([f for r in got["base"] for f in r.finished]))
@@ -151,6 +152,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=2, help="replies per held-out prompt and policy")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--users", default=None, help="comma-separated simulated users to train and evaluate (default: all)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("rlhf").setLevel(logging.WARNING)
@@ -166,10 +168,12 @@ def main() -> None:
 
     t0 = time.perf_counter()
     users = reward(args, out)
+    if args.users and (unknown := set(args.users.split(",")) - set(users)):
+        raise SystemExit(f"--users: no simulated user {sorted(unknown)}; they are {sorted(users)}")
     trained = {}
     for optimizer in args.optimizers.split(","):
         for name, user in users.items():
-            if user["prompts"]:  # rlhf personalize's min_pairs; a smoke run's tiny draws can leave a user none
+            if user["prompts"] and (args.users is None or name in args.users.split(",")):  # rlhf personalize's min_pairs; a smoke run's tiny draws can leave a user none
                 trained[f"{optimizer}/{name}"] = train(args, out, optimizer, name, user)
     done = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None
     if done is not None and set(done["trained"]) == set(trained) and done["args"]["samples"] == args.samples:
@@ -191,13 +195,15 @@ def main() -> None:
           f"{rep['base'][0]:.2f}, {rep['base'][1]:.0%} repeat a 4-gram 3+ times")
     print(f"{'adapter':16s} {'steps':>5s} {'min':>5s} {'reward first->last':>19s} {'own gold: adapter':>18s} "
           f"{'base':>8s} {'paired diff':>22s} {'win rate':>15s} {'KL to base':>18s} {'fluency':>20s} {'ends':>5s} "
-          f"{'dist-2':>6s} {'repeats':>7s}")
+          f"{'dist-2':>6s} {'repeats':>7s}  {'fluency vs base':>22s}  demo's bounds")
     for label, e in ev["adapters"].items():
         t, g = trained[label], TASTES[label.split("/")[1]]
         print(f"{label:16s} {t['steps']:5d} {t['minutes']:5.1f} {t['reward_first']:8.3f} -> {t['reward_last']:6.3f} "
               f"{e['gold']['mean']:18.1f} {ev['base_gold'][g.name]['mean']:8.1f} {fmt(e['gold_diff'], digits=1):>22s} "
               f"{fmt(e['win_rate'], pct=True):>15s} {fmt(e['kl_to_shared'], digits=1):>18s} {fmt(e['fluency']):>20s} "
-              f"{e['finished']:5.0%} {rep[label][0]:6.2f} {rep[label][1]:7.0%}")
+              f"{e['finished']:5.0%} {rep[label][0]:6.2f} {rep[label][1]:7.0%}  "
+              f"{fmt(e['fluency_vs_base']['relative'], pct=True) if 'fluency_vs_base' in e else 'n/a':>22s}  "
+              f"{within_bounds(e['kl_to_shared'], e.get('fluency_vs_base'), t.get('target_kl', getattr(PersonalizeConfig(), label.split('/')[0]).target_kl))}")
     print("gold: " + "; ".join(f"{n} {t.statement}" for n, t in TASTES.items()))
     print(f"total {minutes:.1f} min (this run's stages; stages done before are not counted)")
 

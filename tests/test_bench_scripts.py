@@ -44,3 +44,18 @@ def test_bench_script_imports(name, imported):
     if status == "missing" and detail[0] in BENCH_ONLY:
         pytest.skip(f"needs the bench-only package {detail[0]}")
     assert status == "ok", detail[-1]
+
+
+def test_personal_benches_judge_adapters_by_the_demos_bounds(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    from _personal_eval import fluency_vs, fmt, within_bounds
+
+    # per-prompt means: policy -1.1, -2.1 against base -1.0, -2.0: diff -0.1, relative -0.1 / 1.5
+    fv = fluency_vs([-1.0, -1.2, -2.0, -2.2], [-1.0, -1.0, -2.0, -2.0], per_prompt=2)
+    assert fv["diff"]["mean"] == pytest.approx(-0.1)
+    assert fv["relative"]["mean"] == pytest.approx(-0.1 / 1.5)
+    assert fv["relative"]["low"] == pytest.approx(-0.1)  # a resample of the -1.0 prompt twice
+    assert fmt(fv["relative"], pct=True) == "-7% [-10, -5]"
+    assert within_bounds({"mean": 7.0}, fv, 4.0) == "KL > 1.5x4; fluency CI below -5%"
+    assert within_bounds({"mean": 5.9}, {"relative": {"low": -0.04}}, 4.0) == "within"
+    assert within_bounds({"mean": 1.0}, None, 4.0) == "fluency test not run"

@@ -104,7 +104,7 @@ class PersonalRewardConfig:
 
 # Per-user updates: few steps from feedback-sized rewards, KL to the shared policy (which is the reference).
 _USER = dict(sampling=SamplingConfig(max_new_tokens=96, temperature=0.7), mini_batch_size=4, target_kl=4.0,
-             kl_horizon=32, checkpoint_every=4, tensorboard=False, lora=LoraSettings(r=16, alpha=32.0), split=None)
+             kl_coef=0.3, kl_horizon=16, checkpoint_every=4, tensorboard=False, lora=LoraSettings(r=16, alpha=32.0), split=None)
 
 
 def _user_ppo() -> PPOConfig:
