@@ -168,12 +168,14 @@ def main() -> None:
 
     t0 = time.perf_counter()
     users = reward(args, out)
-    if args.users and (unknown := set(args.users.split(",")) - set(users)):
+    wanted = set(args.users.split(",")) if args.users else set(users)
+    if unknown := wanted - set(users):
         raise SystemExit(f"--users: no simulated user {sorted(unknown)}; they are {sorted(users)}")
     trained = {}
     for optimizer in args.optimizers.split(","):
         for name, user in users.items():
-            if user["prompts"] and (args.users is None or name in args.users.split(",")):  # rlhf personalize's min_pairs; a smoke run's tiny draws can leave a user none
+            # no prompts: rlhf personalize's min_pairs; a smoke run's tiny draws can leave a user none
+            if user["prompts"] and name in wanted:
                 trained[f"{optimizer}/{name}"] = train(args, out, optimizer, name, user)
     done = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None
     if done is not None and set(done["trained"]) == set(trained) and done["args"]["samples"] == args.samples:
@@ -198,12 +200,13 @@ def main() -> None:
           f"{'dist-2':>6s} {'repeats':>7s}  {'fluency vs base':>22s}  demo's bounds")
     for label, e in ev["adapters"].items():
         t, g = trained[label], TASTES[label.split("/")[1]]
+        target = t.get("target_kl", getattr(PersonalizeConfig(), label.split("/")[0]).target_kl)  # older runs: the default
         print(f"{label:16s} {t['steps']:5d} {t['minutes']:5.1f} {t['reward_first']:8.3f} -> {t['reward_last']:6.3f} "
               f"{e['gold']['mean']:18.1f} {ev['base_gold'][g.name]['mean']:8.1f} {fmt(e['gold_diff'], digits=1):>22s} "
               f"{fmt(e['win_rate'], pct=True):>15s} {fmt(e['kl_to_shared'], digits=1):>18s} {fmt(e['fluency']):>20s} "
               f"{e['finished']:5.0%} {rep[label][0]:6.2f} {rep[label][1]:7.0%}  "
               f"{fmt(e['fluency_vs_base']['relative'], pct=True) if 'fluency_vs_base' in e else 'n/a':>22s}  "
-              f"{within_bounds(e['kl_to_shared'], e.get('fluency_vs_base'), t.get('target_kl', getattr(PersonalizeConfig(), label.split('/')[0]).target_kl))}")
+              f"{within_bounds(e['kl_to_shared'], e.get('fluency_vs_base'), target)}")
     print("gold: " + "; ".join(f"{n} {t.statement}" for n, t in TASTES.items()))
     print(f"total {minutes:.1f} min (this run's stages; stages done before are not counted)")
 
