@@ -113,7 +113,7 @@ def test_truncated_eval_sampling_measures_kl_on_separate_untruncated_samples(tin
 
 def test_kl_log_probs_match_the_full_logits(adapter_dir):
     """sequence_kl's per-token log-probs (trunk + fused frozen head) equal log_softmax of the model's own logits."""
-    from rlhf.evaluate.run import _adapter_disabled, _logprobs, load_policies, sequence_kl
+    from rlhf.evaluate.run import _adapter_disabled, _logprobs, kl_and_base_logprobs, load_policies, sequence_kl
     from rlhf.generation import SamplingConfig, encode_prompts, position_ids_from_mask, sample
 
     aligned, base, tok = load_policies(EvaluateConfig(aligned=str(adapter_dir)))
@@ -122,15 +122,17 @@ def test_kl_log_probs_match_the_full_logits(adapter_dir):
     out = sample(aligned, ids, mask, SamplingConfig(max_new_tokens=6, temperature=0.7), [tok.eos_token_id],
                  tok.pad_token_id, torch.Generator().manual_seed(0))
 
-    def expected(model):
+    def expected(model, temperature=0.7):
         logits = model(input_ids=out.sequences, attention_mask=out.attention_mask,
                        position_ids=position_ids_from_mask(out.attention_mask)).logits[:, out.prompt_len - 1 : -1]
-        return torch.log_softmax(logits.float() / 0.7, -1).gather(-1, out.responses[..., None])[..., 0] * out.response_mask
+        logp = torch.log_softmax(logits.float() / temperature, -1)
+        return logp.gather(-1, out.responses[..., None])[..., 0] * out.response_mask
 
     with torch.no_grad():
-        lp, want = _logprobs(aligned, out, 0.7), expected(aligned)
+        [lp], want = _logprobs(aligned, out, 0.7), expected(aligned)
         with _adapter_disabled(aligned):
-            ref, want_ref = _logprobs(aligned, out, 0.7), expected(aligned)
+            [ref], want_ref = _logprobs(aligned, out, 0.7), expected(aligned)
+            want_ref1 = expected(aligned, 1.0)
     torch.testing.assert_close(lp, want, rtol=0, atol=1e-5)
     torch.testing.assert_close(ref, want_ref, rtol=0, atol=1e-5)
     assert (lp - ref).abs().sum() > 1e-3  # the adapter changes the policy, so the KL is not trivially 0
@@ -142,3 +144,9 @@ def test_kl_log_probs_match_the_full_logits(adapter_dir):
     assert torch.equal(kept.sequences, out.sequences)
     torch.testing.assert_close(kept.logprobs, want, rtol=0, atol=1e-5)
     assert sequence_kl(aligned, None, [kept], 0.7) == pytest.approx(kl, abs=1e-4)
+    # the same base forward gives the base's temperature-1 log-probs (the aligned samples' fluency)
+    _, [base_lp1] = kl_and_base_logprobs(aligned, None, [kept], 0.7)
+    torch.testing.assert_close(base_lp1, want_ref1, rtol=0, atol=1e-5)
+    # and the sampler's temperature-1 log-probs are the sampling model's own (the base samples' fluency)
+    with torch.no_grad():
+        torch.testing.assert_close(kept.raw_logprobs, expected(aligned, 1.0), rtol=0, atol=1e-5)

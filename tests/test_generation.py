@@ -95,6 +95,38 @@ def test_sampler_logprobs_and_entropy_match_a_full_forward(tiny_lm):
         torch.testing.assert_close(kept.entropy, got_ent * m, atol=1e-5, rtol=0)
 
 
+def test_rows_repeating_a_prompt_share_one_prefill_and_draw_the_same(tiny_lm, monkeypatch):
+    # k samples per prompt (evaluate, RLOO/GRPO): each distinct prompt's prefill runs once, its cache repeated per row
+    import rlhf.generation as generation
+    import rlhf.models.policy as policy
+    from rlhf.generation import shared_prompts
+    from rlhf.models.policy import response_hidden
+
+    model, tok = tiny_lm
+    texts = [t for t in ("hi", "my house is too hot and i do not know what to do") for _ in range(3)] + ["a b c"]
+    ids, mask = encode_prompts(tok, texts, 128)
+    first, rows = shared_prompts(ids, mask)
+    assert len(first) == 3 and rows.tolist() == [rows[0]] * 3 + [rows[3]] * 3 + [rows[6]]
+    assert torch.equal(ids[first][rows], ids) and shared_prompts(ids[[0, 3, 6]], mask[[0, 3, 6]]) is None
+    prefills = []
+    hook = model.model.register_forward_hook(lambda m, a, kw, out: prefills.append(kw["input_ids"].shape), with_kwargs=True)
+    cfg = SamplingConfig(max_new_tokens=8, temperature=0.9)
+    shared = sample(model, ids, mask, cfg, [tok.eos_token_id], tok.pad_token_id, torch.Generator().manual_seed(5), True)
+    monkeypatch.setattr(generation, "shared_prompts", lambda *a: None)
+    monkeypatch.setattr(policy, "shared_prompts", lambda *a: None)
+    full = sample(model, ids, mask, cfg, [tok.eos_token_id], tok.pad_token_id, torch.Generator().manual_seed(5), True)
+    hook.remove()
+    assert prefills[0][0] == 3 and prefills[len(prefills) // 2][0] == 7  # 3 distinct prompts, then all 7 rows
+    assert torch.equal(shared.sequences, full.sequences) and torch.equal(shared.response_mask, full.response_mask)
+    torch.testing.assert_close(shared.logprobs, full.logprobs, atol=1e-6, rtol=0)
+    assert len(set(map(tuple, shared.responses[:3].tolist()))) > 1  # the rows of one prompt still draw their own
+    with torch.no_grad():
+        want = response_hidden(model, full.sequences, full.attention_mask, full.prompt_len)
+        monkeypatch.undo()
+        got = response_hidden(model, full.sequences, full.attention_mask, full.prompt_len, share_prompts=True)
+    torch.testing.assert_close(got * full.response_mask[..., None], want * full.response_mask[..., None], atol=1e-5, rtol=0)
+
+
 def test_eos_equal_to_pad_is_kept_in_the_response_mask(tiny_lm):
     model, tok = tiny_lm
     eos = tok.eos_token_id

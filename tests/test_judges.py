@@ -93,6 +93,29 @@ def test_fluency_is_mean_logprob_of_the_response_tokens(tiny_lm):
         assert g == pytest.approx(want, abs=1e-4)
 
 
+def test_fluency_reuses_given_log_probs_where_the_text_retokenises_to_their_ids(tiny_lm):
+    import torch
+
+    from rlhf.generation import format_prompt
+
+    model, tok = tiny_lm
+    judge = FluencyJudge(model, tok, batch_size=2)
+    prompts, responses = ["my house is too hot", "hello there", "hi"], ["cool your house", "the dog", ""]
+    sampled = []
+    for p, r in zip(prompts, responses):  # what a sampler that drew these ids would have kept (temperature 1)
+        p_ids, r_ids = tok(format_prompt(tok, p), add_special_tokens=False)["input_ids"], tok(r, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([p_ids + r_ids])).logits[0].float(), -1)
+        sampled.append((r_ids, [float(logp[len(p_ids) - 1 + i, t]) for i, t in enumerate(r_ids)]))
+    want = judge(prompts, responses)
+    assert judge(prompts, responses, sampled) == pytest.approx(want, abs=1e-4)
+    # reused, not recomputed: made-up log-probs come back; ids the text does not give back are not trusted
+    fake = [(ids, [-9.0] * len(ids)) for ids, _ in sampled]
+    assert judge(prompts, responses, fake)[:2] == [-9.0, -9.0]
+    assert judge(prompts, responses, [(ids + [7], [-9.0] * (len(ids) + 1)) for ids, _ in sampled]) == pytest.approx(want, abs=1e-6)
+    assert judge(prompts, responses, fake)[2] == pytest.approx(want[2], abs=1e-6)  # empty: scored by ending the turn
+
+
 PROMPT = "What vegetables are easiest to grow on a small balcony?"
 GOOD = "Lettuce, spinach, radishes and cherry tomatoes grow well in pots on a small balcony, and so do herbs like basil."
 BAD = {

@@ -46,6 +46,7 @@ class SampleOutput:
     prompt_len: int  # P
     logprobs: torch.Tensor | None = None  # (B, T) log p(token) under softmax(logits / T), unfiltered; with_logprobs only
     entropy: torch.Tensor | None = None  # (B, T) entropy of that distribution; with_logprobs only
+    raw_logprobs: torch.Tensor | None = None  # (B, T) log p(token) under softmax(logits), temperature 1; with_logprobs only
 
     @property
     def responses(self) -> torch.Tensor:  # (B, T)
@@ -59,6 +60,18 @@ class SampleOutput:
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that skip left padding: (B, L) mask -> (B, L) positions starting at 0."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def shared_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Where rows repeat a prompt (k samples of one prompt, as grouped rollouts and `rlhf evaluate` lay them out):
+    (U,) the first row of each distinct prompt and (B,) each row's index among those; None when all rows differ.
+    A prompt's forward then runs once, and its KV cache is repeated for its k rows."""
+    key = torch.cat([input_ids, attention_mask.to(input_ids.dtype)], 1)  # (B, 2P)
+    uniq, rows = torch.unique(key, dim=0, return_inverse=True)
+    if uniq.size(0) == key.size(0):
+        return None
+    first = torch.full((uniq.size(0),), key.size(0), device=key.device)
+    return first.scatter_reduce(0, rows, torch.arange(key.size(0), device=key.device), "amin"), rows
 
 
 NUCLEUS_CANDIDATES = 1024
@@ -106,25 +119,34 @@ def sample(
     pad_token_id: int,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     with_logprobs: bool = False,
+    share_prefill: bool = True,
 ) -> SampleOutput:
     """Sample continuations for a left-padded (B, P) batch, reusing the KV cache each step.
 
     `generator`: one stream for the batch, or one per row (a row's tokens then depend only on its own
     generator, not on the rest of the batch: how multi-process rollouts match a one-process run).
     `with_logprobs`: also return each drawn token's log-prob and the entropy under the temperature-scaled,
-    unfiltered distribution: what an online optimiser's old-policy forward would compute, at ~2 ms a step.
+    unfiltered distribution: what an online optimiser's old-policy forward would compute, at ~2 ms a step; and the
+    log-prob at temperature 1. Rows that repeat a prompt share one prefill (`shared_prompts`): the same draws;
+    `share_prefill=False` where equal prompt ids do not mean equal rows (per-row adapters in `model`'s call).
     """
     B, P = input_ids.shape
     device = input_ids.device
     eos = torch.tensor(list(eos_token_ids), device=device)
     attn = attention_mask.long()
     pos = position_ids_from_mask(attn)
-    out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
-    past = preallocate(_cache_of(out), cfg.max_new_tokens)
+    shared = shared_prompts(input_ids, attn) if B > 1 and share_prefill else None
+    first = slice(None) if shared is None else shared[0]
+    out = model(input_ids=input_ids[first], attention_mask=attn[first], position_ids=pos[first], use_cache=True,
+                logits_to_keep=1)
+    past, logits = cache_of(out), out.logits[:, -1, :]  # (B or U, V)
+    if shared is not None:  # each distinct prompt's prefill ran once: repeat its cache and logits for its rows
+        past.reorder_cache(shared[1])
+        logits = logits[shared[1]]
+    past = preallocate(past, cfg.max_new_tokens)
     next_pos = pos[:, -1:] + 1  # (B, 1)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    tokens, masks, logprobs, entropies = [], [], [], []
-    logits = out.logits[:, -1, :]
+    tokens, masks, logprobs, entropies, raw = [], [], [], [], []
     for step in range(cfg.max_new_tokens):
         logits = logits.float()
         if cfg.temperature <= 0:
@@ -139,6 +161,8 @@ def sample(
                 # H = lse - sum softmax(z) z; `probs` is that softmax when nothing was filtered
                 p = probs if cfg.top_k <= 0 and cfg.top_p >= 1.0 else (scaled - lse.unsqueeze(-1)).exp()
                 entropies.append(lse - (p * scaled).sum(-1))
+                if scaled is not logits:  # the model's own likelihood too (a fluency judge's), ~1% of a step
+                    raw.append(logits.gather(-1, tok.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1))
         alive = ~finished
         tok = torch.where(alive, tok, torch.full_like(tok, pad_token_id))
         tokens.append(tok)
@@ -150,7 +174,7 @@ def sample(
         out = model(
             input_ids=tok.unsqueeze(-1), attention_mask=attn, position_ids=next_pos, use_cache=True, **{CACHE_KW: past},
         )
-        past, next_pos, logits = _cache_of(out), next_pos + 1, out.logits[:, -1, :]
+        past, next_pos, logits = cache_of(out), next_pos + 1, out.logits[:, -1, :]
     responses = torch.stack(tokens, dim=1)  # (B, T)
     response_mask = torch.stack(masks, dim=1)  # (B, T)
     kept = bool(logprobs)
@@ -162,6 +186,7 @@ def sample(
         prompt_len=P,
         logprobs=torch.stack(logprobs, 1) * response_mask if kept else None,
         entropy=torch.stack(entropies, 1) * response_mask if kept else None,
+        raw_logprobs=(torch.stack(raw or logprobs, 1) * response_mask) if kept else None,
     )
 
 
@@ -169,7 +194,7 @@ def sample(
 CACHE_KW = "cache" if hasattr(transformers.utils.generic, "_rename_kwargs_for_bc") else "past_key_values"
 
 
-def _cache_of(out):
+def cache_of(out):
     return getattr(out, CACHE_KW)
 
 

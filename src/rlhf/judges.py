@@ -173,12 +173,23 @@ class FluencyJudge:
         return p, r or [tok.eos_token_id]
 
     @torch.inference_mode()
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str],
+                 sampled: Sequence[tuple[list[int], list[float]] | None] | None = None) -> list[float]:
+        """`sampled[i]`: the ids response i was sampled as (no EOS) and their log-probs under this model at temperature
+        1 after the same prompt (e.g. from the sampler). Used where re-tokenising the text gives those ids back, which
+        saves the forward; the other responses are scored by one."""
         from rlhf.generation import position_ids_from_mask
 
         pairs = [self._ids(p, r) for p, r in zip(prompts, responses)]
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][1]))  # similar response lengths together
         out = [0.0] * len(pairs)
+        todo = []
+        for i, (_, ids) in enumerate(pairs):
+            known = sampled[i] if sampled is not None else None
+            if known is not None and responses[i].strip() and list(known[0]) == ids:
+                out[i] = sum(known[1]) / len(known[1])
+            else:
+                todo.append(i)
+        order = sorted(todo, key=lambda i: len(pairs[i][1]))  # similar response lengths together
         pad = self.tokenizer.pad_token_id or 0
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]

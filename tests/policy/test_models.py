@@ -197,3 +197,28 @@ def test_fused_head_logprobs_match_the_logits_path_without_keeping_the_logits():
     head.weight.requires_grad_(True)
     with pytest.raises(ValueError, match="frozen LM head"):
         head_logprobs(h, head, tok)
+
+
+def test_rollout_trunk_states_cover_every_row_when_rows_share_a_prompt(tiny_tok, monkeypatch):
+    # PPO's values from the sampler's trunk states: with a shared prefill the first call holds one row per prompt
+    import rlhf.generation as generation
+    from rlhf.generation import SamplingConfig
+    from rlhf.models.policy import CausalPolicy
+    from rlhf.policy.core import generate_rollout
+
+    from helpers import TEXTS, tiny_policy
+
+    policy = CausalPolicy(tiny_policy(tiny_tok)).eval()
+    prompts = [t for t in TEXTS[:3] for _ in range(2)]
+    cfg = SamplingConfig(max_new_tokens=6, temperature=1.0, backend="hf")
+
+    def rollout():
+        return generate_rollout(policy, tiny_tok, prompts, cfg, 64, generator=torch.Generator().manual_seed(0),
+                                with_logprobs=True, with_hidden=True)
+
+    shared = rollout()
+    monkeypatch.setattr(generation, "shared_prompts", lambda *a: None)
+    full = rollout()
+    assert shared.hidden is not None and shared.hidden.shape == full.hidden.shape
+    assert torch.equal(shared.sequences, full.sequences)
+    torch.testing.assert_close(shared.hidden, full.hidden, atol=1e-6, rtol=0)

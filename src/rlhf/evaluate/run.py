@@ -1,9 +1,9 @@
 """`rlhf evaluate`: base vs aligned on held-out prompts, per prompt split, judged so that gibberish cannot win.
 
 Phases: 1. resolve the run's settings (base, rollout sampling, system prompt, KL target) -> 2. per split,
-sample both policies on the same prompts with the same seeds -> 3. score: gold judges, relevance and
-fluency (rlhf.judges), learned rewards, length, EOS -> 4. KL to base with untruncated sampling at the
-rollout temperature -> 5. paired bootstrap CIs, hacking check, verdict -> 6. summary.json + report.html.
+sample both policies on the same prompts with the same seeds -> 3. KL to base with untruncated sampling at the
+rollout temperature -> 4. score: gold judges, relevance and fluency (rlhf.judges), learned rewards, length,
+EOS -> 5. paired bootstrap CIs, hacking check, verdict -> 6. summary.json + report.html.
 """
 
 from __future__ import annotations
@@ -199,32 +199,45 @@ def sample_policy(model, tok, prompts: list[str], sampling: SamplingConfig, rs: 
 
 
 @torch.inference_mode()
-def _logprobs(model, out: SampleOutput, temperature: float) -> torch.Tensor:
-    """Per-token log-probs of the sampled responses: (B, T). The training path's trunk + head: a frozen head never
-    holds the (B, T, V) logits (rlhf.models.fused)."""
+def _logprobs(model, out: SampleOutput, *temperatures: float) -> list[torch.Tensor]:
+    """Per-token log-probs of the sampled responses, (B, T) per temperature, from one trunk forward. The training
+    path's trunk + head: a frozen head never holds the (B, T, V) logits (rlhf.models.fused)."""
     from rlhf.models.policy import response_hidden, response_logprobs
 
-    hidden = response_hidden(model, out.sequences, out.attention_mask, out.prompt_len)  # (B, T, H)
-    return response_logprobs(model, hidden, out.responses, temperature)[0] * out.response_mask
+    hidden = response_hidden(model, out.sequences, out.attention_mask, out.prompt_len, share_prompts=True)  # (B, T, H)
+    return [response_logprobs(model, hidden, out.responses, t)[0] * out.response_mask for t in temperatures]
 
 
-def sequence_kl(aligned, base, outs: list[SampleOutput], temperature: float) -> list[float]:
-    """Monte-Carlo KL(aligned || base) per sequence: sum over tokens of log p_aligned - log p_base (k1).
+def kl_and_base_logprobs(aligned, base, outs: list[SampleOutput], temperature: float) -> tuple[list[float], list[torch.Tensor]]:
+    """Monte-Carlo KL(aligned || base) per sequence: sum over tokens of log p_aligned - log p_base (k1); and the base's
+    (B, T) log-probs of the same tokens at temperature 1 (the fluency judge's numbers), from the same base forward.
 
     Unbiased only when `outs` were sampled from the aligned policy without truncation at `temperature`. The aligned
     log-probs come from the sampler when it kept them (the same numbers up to float rounding, as PPO's old log-probs
     do), which saves a forward pass; the base's always take one.
     """
-    kls = []
+    kls, base_lps = [], []
     for out in outs:
-        lp = out.logprobs if out.logprobs is not None else _logprobs(aligned, out, temperature)
-        if base is None:
-            with _adapter_disabled(aligned):
-                ref = _logprobs(aligned, out, temperature)
-        else:
-            ref = _logprobs(base, out, temperature)
+        lp = out.logprobs if out.logprobs is not None else _logprobs(aligned, out, temperature)[0]
+        with _adapter_disabled(aligned) if base is None else contextlib.nullcontext():
+            ref, ref1 = _logprobs(base if base is not None else aligned, out, temperature, 1.0)
         kls += (lp - ref).sum(-1).tolist()
-    return kls
+        base_lps.append(ref1)
+    return kls, base_lps
+
+
+def sequence_kl(aligned, base, outs: list[SampleOutput], temperature: float) -> list[float]:
+    """Per-sequence KL(aligned || base) of `kl_and_base_logprobs`."""
+    return kl_and_base_logprobs(aligned, base, outs, temperature)[0]
+
+
+def as_sampled(outs: list[SampleOutput], logprobs: list[torch.Tensor]) -> list[tuple[list[int], list[float]]]:
+    """Per row: its response ids without the EOS and their log-probs (`FluencyJudge`'s `sampled`)."""
+    rows = []
+    for out, lp in zip(outs, logprobs):
+        for ids, lps, n in zip(out.responses.tolist(), lp.tolist(), (out.response_lengths - out.finished.long()).tolist()):
+            rows.append((ids[:n], lps[:n]))
+    return rows
 
 
 def _untruncated(s: SamplingConfig) -> bool:
@@ -256,7 +269,7 @@ def run_evaluate(
     if cfg.judges:
         from rlhf.judges import FluencyJudge, RelevanceJudge
 
-        judges = RelevanceJudge(cfg.relevance_model), FluencyJudge(base_lm, tok, rs.system_prompt)
+        judges = RelevanceJudge(cfg.relevance_model), FluencyJudge(base_lm, tok, rs.system_prompt, max_prompt_tokens=rs.max_prompt_tokens)
     kl_sampling = SamplingConfig(max_new_tokens=rs.sampling.max_new_tokens, temperature=rs.rollout_temperature)
     separate_kl = not (_untruncated(rs.sampling) and rs.sampling.temperature == rs.rollout_temperature)
     k = cfg.samples_per_prompt
@@ -274,13 +287,26 @@ def run_evaluate(
     texts: dict[str, dict[str, list[str]]] = {}
     for split, records in splits.items():
         prompts = [p.prompt for p in records for _ in range(k)]  # k rows per prompt, side by side
-        # 2. sample both policies with the same seeds
+        # 2. sample both policies with the same seeds (the base's own log-probs are its samples' fluency)
         with _adapter_disabled(aligned) if base is None else contextlib.nullcontext():
-            b = sample_policy(base_lm, tok, prompts, rs.sampling, rs, cfg.batch_size, cfg.seed, tick(f"sampling base ({split})"))
+            b = sample_policy(base_lm, tok, prompts, rs.sampling, rs, cfg.batch_size, cfg.seed, tick(f"sampling base ({split})"),
+                              with_logprobs=True)
         with merged_for_sampling(aligned):  # plain matmuls: decode is latency-bound on CPU
             a = sample_policy(aligned, tok, prompts, rs.sampling, rs, cfg.batch_size, cfg.seed, tick(f"sampling aligned ({split})"),
                               with_logprobs=not separate_kl)
-        # 3. score
+        # 3. KL to base, on untruncated samples of the aligned policy at the rollout temperature; the base's forward
+        # on the aligned samples also gives their fluency when they are those samples
+        if separate_kl:
+            with merged_for_sampling(aligned):
+                kl_s = sample_policy(aligned, tok, prompts, kl_sampling, rs, cfg.batch_size, cfg.seed + 7919, tick(f"KL samples ({split})"),
+                                     with_logprobs=True)
+            kls, known = sequence_kl(aligned, base, kl_s.outs, rs.rollout_temperature), {"aligned": None}
+        else:
+            kls, base_lps = kl_and_base_logprobs(aligned, base, a.outs, rs.rollout_temperature)
+            known = {"aligned": as_sampled(a.outs, base_lps)}
+        greedy = any(o.raw_logprobs is None for o in b.outs)
+        known["base"] = None if greedy else as_sampled(b.outs, [o.raw_logprobs for o in b.outs])
+        # 4. score
         if on_progress:
             on_progress(f"scoring ({split})", done[0], total)
         per[split] = {}
@@ -289,16 +315,9 @@ def run_evaluate(
             per[split][name]["judge"] = win_judge(prompts, s.texts).tolist()
             if judges is not None:
                 with _adapter_disabled(aligned) if base is None else contextlib.nullcontext():
-                    per[split][name] |= {"relevance": judges[0](prompts, s.texts), "fluency": judges[1](prompts, s.texts)}
+                    per[split][name] |= {"relevance": judges[0](prompts, s.texts),
+                                         "fluency": judges[1](prompts, s.texts, known[name])}
         texts[split] = {"base": b.texts, "aligned": a.texts}
-        # 4. KL to base, on untruncated samples of the aligned policy at the rollout temperature
-        if separate_kl:
-            with merged_for_sampling(aligned):
-                kl_s = sample_policy(aligned, tok, prompts, kl_sampling, rs, cfg.batch_size, cfg.seed + 7919, tick(f"KL samples ({split})"),
-                                     with_logprobs=True)
-            kls = sequence_kl(aligned, base, kl_s.outs, rs.rollout_temperature)
-        else:
-            kls = sequence_kl(aligned, base, a.outs, rs.rollout_temperature)
         per[split]["aligned"]["kl"] = kls
     # 5. metrics, hacking check, verdict
     summary = summarize(cfg, rs, splits, per, texts, scorers, separate_kl)

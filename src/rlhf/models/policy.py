@@ -15,7 +15,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from rlhf.generation import position_ids_from_mask
+from rlhf.generation import CACHE_KW, cache_of, position_ids_from_mask, shared_prompts
 from rlhf.models.fused import head_logprobs, recompute_activations
 from rlhf.policy.losses import logprobs_and_entropy, logprobs_from_logits
 
@@ -26,9 +26,17 @@ def unwrap(model: nn.Module) -> nn.Module:
     return get_base() if callable(get_base) else model
 
 
-def response_hidden(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
-    """Trunk hidden states that predict each response token: (B, P+T) ids -> (B, T, H)."""
+def response_hidden(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
+                    share_prompts: bool = False) -> torch.Tensor:
+    """Trunk hidden states that predict each response token: (B, P+T) ids -> (B, T, H).
+
+    `share_prompts` (no gradients only): rows that repeat a prompt run its forward once. The same states up to float
+    rounding, so a caller that compares two forwards (DPO's policy and reference at step 0) leaves it off in both."""
     trunk = unwrap(lm).get_decoder()
+    share = share_prompts and not torch.is_grad_enabled()
+    shared = shared_prompts(input_ids[:, :prompt_len], attention_mask[:, :prompt_len]) if share else None
+    if shared is not None:
+        return _shared_prompt_hidden(trunk, input_ids, attention_mask, prompt_len, *shared)
     with recompute_activations(trunk) if torch.is_grad_enabled() else contextlib.nullcontext():
         out = trunk(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
@@ -37,6 +45,21 @@ def response_hidden(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     # contiguous: on a strided slice, F.linear with the frozen LM head falls back to a bmm that multiplies the
     # (V, H) weight once per sequence, 1.6x slower than one matmul at the 124M shape (docs/policy.md, profile)
     return out.last_hidden_state[:, prompt_len - 1 : -1].contiguous()  # (B, T, H)
+
+
+def _shared_prompt_hidden(trunk: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
+                          first: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """`response_hidden` when rows repeat prompts (k samples each): each distinct prompt's forward runs once, and the
+    responses attend to its KV cache, repeated for its rows."""
+    P, pos = prompt_len, position_ids_from_mask(attention_mask)
+    pre = trunk(input_ids=input_ids[first, :P], attention_mask=attention_mask[first, :P], position_ids=pos[first, :P],
+                use_cache=True)
+    cache = cache_of(pre)
+    cache.reorder_cache(rows)
+    out = trunk(input_ids=input_ids[:, P:], attention_mask=attention_mask, position_ids=pos[:, P:], use_cache=True,
+                **{CACHE_KW: cache})
+    last = pre.last_hidden_state[:, -1:][rows]  # (B, 1, H): the prompt's last state predicts response token 0
+    return torch.cat([last, out.last_hidden_state[:, :-1]], 1).contiguous()  # (B, T, H)
 
 
 @contextlib.contextmanager

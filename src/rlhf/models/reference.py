@@ -31,10 +31,11 @@ class ReferencePolicy:
 
     @torch.no_grad()
     def logprobs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, temperature: float = 1.0
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, temperature: float = 1.0,
+        share_prompts: bool = False,
     ) -> torch.Tensor:
-        """Reference log-probs of the response tokens: (B, P+T) -> (B, T)."""
+        """Reference log-probs of the response tokens: (B, P+T) -> (B, T); `share_prompts` as `response_hidden`'s."""
         lm = self.policy if self.shares_weights else self.frozen
         with self._context():
-            h = response_hidden(lm, input_ids, attention_mask, prompt_len)  # (B, T, H)
+            h = response_hidden(lm, input_ids, attention_mask, prompt_len, share_prompts)  # (B, T, H)
             return response_logprobs(lm, h, input_ids[:, prompt_len:], temperature)[0]

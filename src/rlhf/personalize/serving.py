@@ -294,7 +294,7 @@ class ChatService:
         self._batches += 1
         gen = torch.Generator().manual_seed(self._seed * 1_000_003 + self._batches)
         t0 = time.perf_counter()
-        out = sample(lm, ids, mask, cfg, self.eos, self.tokenizer.pad_token_id, gen)
+        out = sample(lm, ids, mask, cfg, self.eos, self.tokenizer.pad_token_id, gen, share_prefill=False)  # per-row adapters
         gen_s = time.perf_counter() - t0
         lengths = out.response_lengths.tolist()
         for i, j in enumerate(jobs):

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 
 from rlhf.distributed import Runtime
-from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, eos_ids
+from rlhf.generation import SamplingConfig, decode_responses, encode_prompts, eos_ids, shared_prompts
 from rlhf.generator import generate, sampling_context
 from rlhf.models.policy import CausalPolicy, last_hidden_states
 from rlhf.models.reference import ReferencePolicy
@@ -42,6 +42,8 @@ def generate_rollout(
         out = generate(model.lm, ids, mask, sampling, eos_ids(tokenizer, model.lm), tokenizer.pad_token_id, generator,
                        with_logprobs)
     T = out.response_mask.size(1)
+    if states and states[0].size(0) != ids.size(0):  # the prefill ran once per distinct prompt: repeat its states
+        states[0] = states[0][shared_prompts(ids, mask)[1]]
     hidden = torch.stack(states, 1) if len(states) == T else None  # (B, T, H): one trunk call per token, else none
     return Rollout(
         prompts=list(prompts), completions=decode_responses(tokenizer, out), sequences=out.sequences,
@@ -112,7 +114,9 @@ def forward_experience(
         elif isinstance(model, PolicyWithValueHead):
             values = (model.value_head(rollout.hidden[start : start + chunk]).squeeze(-1).float()
                       if rollout.hidden is not None and model.critic is None else model.values(seq, attn, P))
-        ref = reference.logprobs(seq, attn, P, temperature)
+        # k samples per prompt: the reference runs each prompt once; the old log-probs, the sampler's, took another path
+        # anyway, while a policy forward (old_logprobs=forward) and the reference keep one path: KL 0 at step 0
+        ref = reference.logprobs(seq, attn, P, temperature, share_prompts=sampled)
         parts.append((lp, ref, values, ent))
     mask = rollout.response_mask
     lp, ref, values, ent = zip(*parts)
