@@ -123,8 +123,36 @@ def test_rows_repeating_a_prompt_share_one_prefill_and_draw_the_same(tiny_lm, mo
     with torch.no_grad():
         want = response_hidden(model, full.sequences, full.attention_mask, full.prompt_len)
         monkeypatch.undo()
-        got = response_hidden(model, full.sequences, full.attention_mask, full.prompt_len, share_prompts=True)
+        got = response_hidden(model, full.sequences, full.attention_mask, full.prompt_len)  # the prompt once
     torch.testing.assert_close(got * full.response_mask[..., None], want * full.response_mask[..., None], atol=1e-5, rtol=0)
+
+
+def test_a_shared_prompt_forward_gives_the_full_forwards_gradients(tiny_lm, monkeypatch):
+    # DPO's chosen and rejected, RLOO's k samples: the prompt's forward once, its cache repeated; backward sums it back
+    import rlhf.models.policy as policy
+    from rlhf.models.policy import response_hidden
+
+    model, tok = tiny_lm
+    ids, mask = encode_prompts(tok, ["hi there", "hi there", "my house is too hot", "my house is too hot"], 64)
+    resp = torch.tensor([[5, 6, 7], [8, 9, 0], [5, 5, 5], [10, 11, 12]])
+    seq, attn = torch.cat([ids, resp], 1), torch.cat([mask, torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 1, 1]])], 1)
+    weight = torch.randn(4, 3, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+
+    def grads():
+        model.zero_grad()
+        h = response_hidden(model, seq, attn, ids.size(1))  # (B, T, H)
+        (h * weight * attn[:, ids.size(1):, None]).sum().backward()
+        return h.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    h_shared, g_shared = grads()
+    monkeypatch.setattr(policy, "shared_prompts", lambda *a: None)
+    h_full, g_full = grads()
+    model.zero_grad()
+    m = attn[:, ids.size(1):, None]
+    torch.testing.assert_close(h_shared * m, h_full * m, atol=1e-5, rtol=0)
+    assert g_shared.keys() == g_full.keys() and len(g_full) > 5
+    for name in g_full:
+        torch.testing.assert_close(g_shared[name], g_full[name], atol=1e-4, rtol=1e-4, msg=name)
 
 
 def test_eos_equal_to_pad_is_kept_in_the_response_mask(tiny_lm):

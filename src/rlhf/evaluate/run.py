@@ -204,7 +204,7 @@ def _logprobs(model, out: SampleOutput, *temperatures: float) -> list[torch.Tens
     path's trunk + head: a frozen head never holds the (B, T, V) logits (rlhf.models.fused)."""
     from rlhf.models.policy import response_hidden, response_logprobs
 
-    hidden = response_hidden(model, out.sequences, out.attention_mask, out.prompt_len, share_prompts=True)  # (B, T, H)
+    hidden = response_hidden(model, out.sequences, out.attention_mask, out.prompt_len)  # (B, T, H)
     return [response_logprobs(model, hidden, out.responses, t)[0] * out.response_mask for t in temperatures]
 
 

@@ -26,18 +26,17 @@ def unwrap(model: nn.Module) -> nn.Module:
     return get_base() if callable(get_base) else model
 
 
-def response_hidden(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
-                    share_prompts: bool = False) -> torch.Tensor:
+def response_hidden(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
     """Trunk hidden states that predict each response token: (B, P+T) ids -> (B, T, H).
 
-    `share_prompts` (no gradients only): rows that repeat a prompt run its forward once. The same states up to float
-    rounding, so a caller that compares two forwards (DPO's policy and reference at step 0) leaves it off in both."""
+    Rows that repeat a prompt (k samples of one prompt; DPO's chosen and rejected) run its forward once, and their
+    responses attend to its KV cache, repeated per row; with gradients too (the repeat sums them back). Every forward
+    of the toolkit takes this path, so two of them on the same rows (policy and reference at step 0) agree exactly."""
     trunk = unwrap(lm).get_decoder()
-    share = share_prompts and not torch.is_grad_enabled()
-    shared = shared_prompts(input_ids[:, :prompt_len], attention_mask[:, :prompt_len]) if share else None
-    if shared is not None:
-        return _shared_prompt_hidden(trunk, input_ids, attention_mask, prompt_len, *shared)
+    shared = shared_prompts(input_ids[:, :prompt_len], attention_mask[:, :prompt_len])
     with recompute_activations(trunk) if torch.is_grad_enabled() else contextlib.nullcontext():
+        if shared is not None:
+            return _shared_prompt_hidden(trunk, input_ids, attention_mask, prompt_len, *shared)
         out = trunk(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
             use_cache=False,

@@ -31,11 +31,10 @@ class ReferencePolicy:
 
     @torch.no_grad()
     def logprobs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, temperature: float = 1.0,
-        share_prompts: bool = False,
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int, temperature: float = 1.0
     ) -> torch.Tensor:
-        """Reference log-probs of the response tokens: (B, P+T) -> (B, T); `share_prompts` as `response_hidden`'s."""
+        """Reference log-probs of the response tokens: (B, P+T) -> (B, T)."""
         lm = self.policy if self.shares_weights else self.frozen
         with self._context():
-            h = response_hidden(lm, input_ids, attention_mask, prompt_len, share_prompts)  # (B, T, H)
+            h = response_hidden(lm, input_ids, attention_mask, prompt_len)  # (B, T, H)
             return response_logprobs(lm, h, input_ids[:, prompt_len:], temperature)[0]

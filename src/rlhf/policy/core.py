@@ -114,9 +114,7 @@ def forward_experience(
         elif isinstance(model, PolicyWithValueHead):
             values = (model.value_head(rollout.hidden[start : start + chunk]).squeeze(-1).float()
                       if rollout.hidden is not None and model.critic is None else model.values(seq, attn, P))
-        # k samples per prompt: the reference runs each prompt once; the old log-probs, the sampler's, took another path
-        # anyway, while a policy forward (old_logprobs=forward) and the reference keep one path: KL 0 at step 0
-        ref = reference.logprobs(seq, attn, P, temperature, share_prompts=sampled)
+        ref = reference.logprobs(seq, attn, P, temperature)
         parts.append((lp, ref, values, ent))
     mask = rollout.response_mask
     lp, ref, values, ent = zip(*parts)
