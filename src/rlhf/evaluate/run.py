@@ -208,9 +208,11 @@ def _logprobs(model, out: SampleOutput, *temperatures: float) -> list[torch.Tens
     return [response_logprobs(model, hidden, out.responses, t)[0] * out.response_mask for t in temperatures]
 
 
-def kl_and_base_logprobs(aligned, base, outs: list[SampleOutput], temperature: float) -> tuple[list[float], list[torch.Tensor]]:
-    """Monte-Carlo KL(aligned || base) per sequence: sum over tokens of log p_aligned - log p_base (k1); and the base's
-    (B, T) log-probs of the same tokens at temperature 1 (the fluency judge's numbers), from the same base forward.
+def kl_and_base_logprobs(aligned, base, outs: list[SampleOutput], temperature: float,
+                         base_logprobs: bool = True) -> tuple[list[float], list[torch.Tensor]]:
+    """Monte-Carlo KL(aligned || base) per sequence: sum over tokens of log p_aligned - log p_base (k1); and, with
+    `base_logprobs`, the base's (B, T) log-probs of the same tokens at temperature 1 (the fluency judge's numbers),
+    from the same base forward (else an empty list).
 
     Unbiased only when `outs` were sampled from the aligned policy without truncation at `temperature`. The aligned
     log-probs come from the sampler when it kept them (the same numbers up to float rounding, as PPO's old log-probs
@@ -220,15 +222,15 @@ def kl_and_base_logprobs(aligned, base, outs: list[SampleOutput], temperature: f
     for out in outs:
         lp = out.logprobs if out.logprobs is not None else _logprobs(aligned, out, temperature)[0]
         with _adapter_disabled(aligned) if base is None else contextlib.nullcontext():
-            ref, ref1 = _logprobs(base if base is not None else aligned, out, temperature, 1.0)
+            ref, *ref1 = _logprobs(base if base is not None else aligned, out, temperature, *([1.0] if base_logprobs else []))
         kls += (lp - ref).sum(-1).tolist()
-        base_lps.append(ref1)
+        base_lps += ref1
     return kls, base_lps
 
 
 def sequence_kl(aligned, base, outs: list[SampleOutput], temperature: float) -> list[float]:
     """Per-sequence KL(aligned || base) of `kl_and_base_logprobs`."""
-    return kl_and_base_logprobs(aligned, base, outs, temperature)[0]
+    return kl_and_base_logprobs(aligned, base, outs, temperature, base_logprobs=False)[0]
 
 
 def as_sampled(outs: list[SampleOutput], logprobs: list[torch.Tensor]) -> list[tuple[list[int], list[float]]]:
@@ -302,8 +304,8 @@ def run_evaluate(
                                      with_logprobs=True)
             kls, known = sequence_kl(aligned, base, kl_s.outs, rs.rollout_temperature), {"aligned": None}
         else:
-            kls, base_lps = kl_and_base_logprobs(aligned, base, a.outs, rs.rollout_temperature)
-            known = {"aligned": as_sampled(a.outs, base_lps)}
+            kls, base_lps = kl_and_base_logprobs(aligned, base, a.outs, rs.rollout_temperature, judges is not None)
+            known = {"aligned": as_sampled(a.outs, base_lps) if base_lps else None}
         greedy = any(o.raw_logprobs is None for o in b.outs)
         known["base"] = None if greedy else as_sampled(b.outs, [o.raw_logprobs for o in b.outs])
         # 4. score
